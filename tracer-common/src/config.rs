@@ -1,0 +1,135 @@
+//! What userspace tells the programs before they load: where each tracepoint
+//! field sits in this kernel's record (from tracefs `format` files), where a
+//! few struct members sit (from `/sys/kernel/btf/vmlinux`), and tunables.
+//!
+//! Rust eBPF has no CO-RE relocations yet, so nothing here is compiled in:
+//! the loader resolves it on the running kernel and writes it into the
+//! read-only global `CONFIG` of the object file.
+
+/// A field of a tracepoint record: byte offset and size. `size == 0` means the
+/// running kernel does not have the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u16,
+    pub size: u16,
+}
+
+impl Field {
+    pub const ABSENT: Field = Field { offset: 0, size: 0 };
+
+    pub const fn is_present(&self) -> bool {
+        self.size != 0
+    }
+}
+
+/// How a record carries its addresses.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddrEncoding {
+    /// `sport`, `dport`, `family`, `saddr[4]`, `daddr[4]`, `saddr_v6[16]`,
+    /// `daddr_v6[16]` as separate fields, ports in host order.
+    #[default]
+    Fields = 0,
+    /// `saddr[28]` / `daddr[28]` each hold a `sockaddr_in` or `sockaddr_in6`
+    /// (`tcp:tcp_send_reset` since 6.10): family at +0, port (network order)
+    /// at +2, IPv4 address at +4, IPv6 address at +8.
+    Sockaddr = 1,
+}
+
+/// The addressing fields of a socket tracepoint record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TupleLayout {
+    /// [`AddrEncoding`] as u16 (kept an integer so every bit pattern is valid).
+    pub encoding: u16,
+    pub _pad: u16,
+    pub sport: Field,
+    pub dport: Field,
+    pub family: Field,
+    pub saddr: Field,
+    pub daddr: Field,
+    pub saddr_v6: Field,
+    pub daddr_v6: Field,
+}
+
+/// `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateChangeLayout {
+    pub skaddr: Field,
+    pub oldstate: Field,
+    pub newstate: Field,
+    /// `__u8` before Linux 5.6, `__u16` since.
+    pub protocol: Field,
+    pub tuple: TupleLayout,
+}
+
+/// `tcp:tcp_receive_reset` and `tcp:tcp_destroy_sock` (one event class).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLayout {
+    pub skaddr: Field,
+    pub tuple: TupleLayout,
+}
+
+/// `tcp:tcp_send_reset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendResetLayout {
+    pub skbaddr: Field,
+    pub skaddr: Field,
+    pub state: Field,
+    /// `enum sk_rst_reason`, absent before 6.10.
+    pub reason: Field,
+    pub tuple: TupleLayout,
+}
+
+/// `sock:sock_send_length` / `sock:sock_recv_length` (Linux 6.3+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgLengthLayout {
+    pub sk: Field,
+    pub family: Field,
+    pub protocol: Field,
+    pub ret: Field,
+    pub flags: Field,
+}
+
+/// Byte offsets of struct members, resolved from kernel BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct sock` → `__sk_common.skc_net` (a `possible_net_t`, whose first member is `struct net *`).
+    pub sock_net: u16,
+    /// `struct sock` → `__sk_common.skc_state` (u8).
+    pub sock_state: u16,
+    /// `struct sock` → `sk_err` (int).
+    pub sock_err: u16,
+    /// `struct net` → `ns.inum`: the netns inode number `ip netns` and `/proc/PID/ns/net` show.
+    pub net_inum: u16,
+    /// `struct sk_buff` → `dev`, for resets sent with no socket.
+    pub skb_dev: u16,
+    /// `struct net_device` → `nd_net` (a `possible_net_t`).
+    pub netdev_net: u16,
+}
+
+/// Everything the programs read from `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub state_change: StateChangeLayout,
+    pub receive_reset: SockLayout,
+    pub destroy_sock: SockLayout,
+    pub send_reset: SendResetLayout,
+    pub send_length: MsgLengthLayout,
+    pub recv_length: MsgLengthLayout,
+    pub kernel: KernelOffsets,
+    /// A send that reuses a connection after at least this much idle time is
+    /// reported as a `reuse` event (shorter gaps are only counted), so a busy
+    /// keep-alive connection sends nothing per request.
+    pub reuse_event_min_idle_ns: u64,
+    /// Wake the reader once this many bytes wait in the ring buffer; below
+    /// that, events are submitted without a wake-up and drained on a timer.
+    pub wakeup_min_bytes: u64,
+}

@@ -1,0 +1,195 @@
+//! What the programs keep per socket and what they send to userspace.
+//!
+//! One fixed-size record, [`ConnEvent`], for every kind: the header says what
+//! happened, the rest is a copy of the socket's [`SockState`] at that moment.
+//! Only lifecycle edges and failures are sent, so the size does not matter on
+//! the data path.
+
+/// What happened.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A socket started listening (`listen()`, process context).
+    Listen = 1,
+    /// A listening socket closed.
+    ListenClose = 2,
+    /// An outgoing connection was established (SYN_SENT → ESTABLISHED).
+    Connect = 3,
+    /// An incoming connection was established (SYN_RECV → ESTABLISHED).
+    Accept = 4,
+    /// A reset was sent or received.
+    Reset = 5,
+    /// The socket was destroyed; `state.stats` holds its whole life.
+    Close = 6,
+    /// A request was written on a connection after an idle gap of at least
+    /// `ProbeConfig::reuse_event_min_idle_ns`.
+    Reuse = 7,
+}
+
+impl EventKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Listen,
+            2 => Self::ListenClose,
+            3 => Self::Connect,
+            4 => Self::Accept,
+            5 => Self::Reset,
+            6 => Self::Close,
+            7 => Self::Reuse,
+            _ => return None,
+        })
+    }
+}
+
+/// Which end of the connection the traced socket is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Unknown = 0,
+    /// We connected.
+    Client = 1,
+    /// We accepted.
+    Server = 2,
+    /// A listening socket.
+    Listener = 3,
+}
+
+/// For [`EventKind::Reset`]: which way the reset went.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetSide {
+    None = 0,
+    Sent = 1,
+    Received = 2,
+}
+
+/// The process that owns a socket, read in process context (connect, listen,
+/// or the first send/receive of an accepted socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Process id (thread group id).
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    /// The thread's `comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Addresses and ports; ports in host order, IPv4 addresses in the first four bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuple {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Bits of [`ConnStats::flags`].
+pub mod flags {
+    /// Reached ESTABLISHED.
+    pub const ESTABLISHED: u32 = 1 << 0;
+    /// We sent a FIN (close() or shutdown(SHUT_WR)).
+    pub const FIN_OUT: u32 = 1 << 1;
+    /// The peer sent a FIN.
+    pub const FIN_IN: u32 = 1 << 2;
+    /// A reset arrived.
+    pub const RST_IN: u32 = 1 << 3;
+    /// We sent a reset.
+    pub const RST_OUT: u32 = 1 << 4;
+    /// Reached CLOSE.
+    pub const CLOSED: u32 = 1 << 5;
+    /// The kernel reported a reset reason (`rst_reason` is valid).
+    pub const RST_REASON: u32 = 1 << 6;
+}
+
+/// Timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC; 0 = never) and counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// connect() started (SYN_SENT) or the SYN was answered (SYN_RECV).
+    pub start_ns: u64,
+    pub established_ns: u64,
+    /// Reached CLOSE.
+    pub closed_ns: u64,
+    pub last_send_ns: u64,
+    pub last_recv_ns: u64,
+    pub fin_out_ns: u64,
+    pub fin_in_ns: u64,
+    /// First reset, either way.
+    pub rst_ns: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Idle time before the most recent reuse (send after a receive).
+    pub last_reuse_idle_ns: u64,
+    pub max_reuse_idle_ns: u64,
+    pub tx_msgs: u32,
+    pub rx_msgs: u32,
+    /// Send bursts: the first send, and each send that follows a receive.
+    pub requests: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// `enum sk_rst_reason` of the reset we sent, when `RST_REASON` is set.
+    pub rst_reason: u32,
+    /// TCP state when the first reset was sent or received.
+    pub rst_state: u32,
+    /// `sk_err` when the socket reached CLOSE (ECONNREFUSED, ETIMEDOUT, ...).
+    pub sk_err: u32,
+    pub _pad: u32,
+}
+
+/// What the programs keep per socket (value of the `SOCKS` LRU map, keyed by
+/// the `struct sock` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    pub tuple: Tuple,
+    pub owner: Owner,
+    pub stats: ConnStats,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// [`Role`] as u8.
+    pub role: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the `LISTENERS` map: a listening port in a network namespace, so
+/// an accepted socket (created in softirq) can inherit the listener's owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// One ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// [`EventKind`] as u8.
+    pub kind: u8,
+    /// [`ResetSide`] as u8.
+    pub reset_side: u8,
+    pub _pad: [u8; 2],
+    /// TCP state at the event (for resets: the socket's state).
+    pub tcp_state: u32,
+    /// For a reset sent: `enum sk_rst_reason`, valid when `has_reason`.
+    pub reset_reason: u32,
+    pub has_reason: u32,
+    pub ts_ns: u64,
+    /// `struct sock` address: the connection's identity while it lives.
+    pub sock: u64,
+    pub state: SockState,
+}
+
+impl ConnEvent {
+    pub const SIZE: usize = core::mem::size_of::<ConnEvent>();
+}

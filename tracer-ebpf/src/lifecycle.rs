@@ -1,0 +1,156 @@
+//! TCP state changes and socket destruction: creating, updating and
+//! retiring `SOCKS` entries, and reporting the lifecycle edges.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
+use tracer_common::{
+    counters::Counter,
+    event::{EventKind, ListenerKey, Role, SockState, flags},
+    tcp::*,
+};
+
+use crate::{
+    config,
+    emit::{self, Detail},
+    kernel,
+    maps::{LISTENERS, SOCKS, bump, scratch},
+    record,
+};
+
+pub fn on_state_change(ctx: &TracePointContext) {
+    let layout = config::state_change();
+    if record::uint(ctx, layout.protocol) != IPPROTO_TCP as u32 {
+        return;
+    }
+    let sk = record::pointer(ctx, layout.skaddr);
+    if sk == 0 {
+        return;
+    }
+    let old = record::uint(ctx, layout.oldstate);
+    let new = record::uint(ctx, layout.newstate);
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => track_new(ctx, sk, now, Role::Client),
+        (TCP_LISTEN, TCP_SYN_RECV) => track_new(ctx, sk, now, Role::Server),
+        (TCP_CLOSE, TCP_LISTEN) => listener(ctx, sk, now, EventKind::Listen),
+        (TCP_LISTEN, TCP_CLOSE) => listener(ctx, sk, now, EventKind::ListenClose),
+        _ => update(ctx, sk, now, old, new),
+    }
+}
+
+/// A connection starts: `connect()` (process context: the caller owns it) or
+/// a SYN answered on a listener (softirq: the listener's owner is inherited).
+#[inline(always)]
+fn track_new(ctx: &TracePointContext, sk: u64, now: u64, role: Role) {
+    let Some(st) = scratch() else { return };
+    st.netns = kernel::sock_netns(sk);
+    st.role = role as u8;
+    record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+    st.stats.start_ns = now;
+    if role == Role::Client {
+        kernel::current_owner(&mut st.owner);
+    } else {
+        let key = ListenerKey { netns: st.netns, port: st.tuple.sport, _pad: 0 };
+        // SAFETY: the value is copied out at once.
+        if let Some(owner) = unsafe { LISTENERS.get(&key) } {
+            st.owner = *owner;
+        }
+    }
+    if SOCKS.insert(&sk, &*st, 0).is_err() {
+        bump(Counter::SockMapFull);
+    }
+}
+
+#[inline(always)]
+fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
+    let Some(st) = scratch() else { return };
+    st.netns = kernel::sock_netns(sk);
+    st.role = Role::Listener as u8;
+    record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+    let key = ListenerKey { netns: st.netns, port: st.tuple.sport, _pad: 0 };
+    if kind == EventKind::Listen {
+        kernel::current_owner(&mut st.owner);
+        if LISTENERS.insert(&key, &st.owner, 0).is_err() {
+            bump(Counter::ListenerMapFull);
+        }
+    } else {
+        // SAFETY: the value is copied out at once.
+        if let Some(owner) = unsafe { LISTENERS.get(&key) } {
+            st.owner = *owner;
+        }
+        let _ = LISTENERS.remove(&key);
+    }
+    emit::event(kind, sk, now, st, Detail::NONE);
+}
+
+#[inline(always)]
+fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
+    let Some(st) = SOCKS.get_ptr_mut(&sk) else { return };
+    // SAFETY: map value pointer, valid for this run.
+    let st = unsafe { &mut *st };
+    let stats = &mut st.stats;
+    match new {
+        TCP_ESTABLISHED => {
+            stats.established_ns = now;
+            stats.flags |= flags::ESTABLISHED;
+            // The client's port is assigned after SYN_SENT is traced: read the final tuple now.
+            record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+            let kind = if st.role == Role::Client as u8 {
+                EventKind::Connect
+            } else {
+                EventKind::Accept
+            };
+            emit::event(kind, sk, now, st, Detail { tcp_state: new, ..Detail::NONE });
+        }
+        TCP_FIN_WAIT1 | TCP_LAST_ACK => set_once(&mut stats.fin_out_ns, &mut stats.flags, flags::FIN_OUT, now),
+        TCP_CLOSE_WAIT | TCP_CLOSING | TCP_TIME_WAIT => {
+            set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now)
+        }
+        TCP_CLOSE => {
+            // Leaving FIN_WAIT2 for CLOSE without a reset means the peer's FIN arrived
+            // (the timewait socket that takes over is not traced).
+            if old == TCP_FIN_WAIT2 && stats.flags & flags::RST_IN == 0 {
+                set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now);
+            }
+            stats.closed_ns = now;
+            stats.flags |= flags::CLOSED;
+            stats.sk_err = kernel::sock_err(sk);
+            if st.tuple.sport == 0 {
+                record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn set_once(ts: &mut u64, bits: &mut u32, flag: u32, now: u64) {
+    if *bits & flag == 0 {
+        *bits |= flag;
+        *ts = now;
+    }
+}
+
+/// `tcp:tcp_destroy_sock`: report the whole connection and forget it.
+pub fn on_destroy(ctx: &TracePointContext) {
+    let layout = config::destroy_sock();
+    let sk = record::pointer(ctx, layout.skaddr);
+    if sk == 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SOCKS.get_ptr(&sk) {
+        Some(st) => {
+            // SAFETY: map value pointer, valid for this run.
+            let st: &SockState = unsafe { &*st };
+            emit::event(EventKind::Close, sk, now, st, Detail { tcp_state: TCP_CLOSE, ..Detail::NONE });
+            let _ = SOCKS.remove(&sk);
+        }
+        None => {
+            // Listeners and never-connected sockets have no peer port.
+            if record::uint(ctx, layout.tuple.dport) != 0 {
+                bump(Counter::UntrackedClose);
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! conntracer's kernel programs: tracepoints only (no kprobes, no fentry), so
+//! they run on kernels built without either.
+//!
+//! Each module handles one family of kernel events; all of them keep state in
+//! `maps::SOCKS` and report through `emit`. Field offsets come from `CONFIG`,
+//! filled by the loader from the running kernel (see `tracer-common::config`).
+#![no_std]
+#![no_main]
+
+mod activity;
+mod config;
+mod emit;
+mod kernel;
+mod lifecycle;
+mod maps;
+mod record;
+mod reset;
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+
+/// `sock:inet_sock_set_state`: every TCP state change.
+#[tracepoint]
+pub fn ct_state(ctx: TracePointContext) -> u32 {
+    lifecycle::on_state_change(&ctx);
+    0
+}
+
+/// `tcp:tcp_destroy_sock`: the socket's life is over; report it whole.
+#[tracepoint]
+pub fn ct_destroy(ctx: TracePointContext) -> u32 {
+    lifecycle::on_destroy(&ctx);
+    0
+}
+
+/// `tcp:tcp_receive_reset`.
+#[tracepoint]
+pub fn ct_rst_rx(ctx: TracePointContext) -> u32 {
+    reset::on_receive_reset(&ctx);
+    0
+}
+
+/// `tcp:tcp_send_reset`.
+#[tracepoint]
+pub fn ct_rst_tx(ctx: TracePointContext) -> u32 {
+    reset::on_send_reset(&ctx);
+    0
+}
+
+/// `sock:sock_send_length`: per-socket activity, on the data path.
+#[tracepoint]
+pub fn ct_send_len(ctx: TracePointContext) -> u32 {
+    activity::on_send(&ctx);
+    0
+}
+
+/// `sock:sock_recv_length`: per-socket activity, on the data path.
+#[tracepoint]
+pub fn ct_recv_len(ctx: TracePointContext) -> u32 {
+    activity::on_recv(&ctx);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,52 @@
+//! The programs' maps. Sizes here are defaults; the loader may resize
+//! `SOCKS` and `EVENTS` before load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    counters::Counter,
+    event::{ListenerKey, Owner, SockState},
+};
+
+/// Per-socket state, keyed by `struct sock` address (captured at the first
+/// state change, so it is known even once ports read as zero).
+#[map]
+pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Owner of each listening port, inherited by the sockets it accepts.
+#[map]
+pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(16_384, 0);
+
+/// The one ring buffer every event goes through.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Loss and skip counters, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// One zeroed `SockState` per CPU to build records in: too large for the
+/// 512-byte BPF stack next to everything else.
+#[map]
+pub static SCRATCH: PerCpuArray<SockState> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn bump(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A zeroed per-CPU `SockState` to fill.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut SockState> {
+    let ptr = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, valid for the program's run.
+    unsafe {
+        core::ptr::write_bytes(ptr, 0, 1);
+        Some(&mut *ptr)
+    }
+}

@@ -1,0 +1,231 @@
+//! `conntracer check`: preflight. One line per requirement: whether it is
+//! there, and what its absence costs. Exit status 1 when the tracer cannot run.
+
+use std::{path::Path, process::ExitCode};
+
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+};
+
+use crate::{
+    cli::{CheckArgs, ProbeArgs},
+    kernel::{
+        self,
+        btf::{KernelBtf, VMLINUX},
+        mount,
+        privileges::{
+            CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Capabilities,
+            Capability,
+        },
+        setup::KernelSetup,
+        tracefs::Tracefs,
+    },
+    probes::{Probes, spec::PROBES},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    /// Missing, and the tracer cannot run without it.
+    Missing,
+    /// Missing; the tracer runs with less.
+    Degraded,
+}
+
+struct Report {
+    fatal: bool,
+}
+
+impl Report {
+    fn line(&mut self, status: Status, what: &str, detail: impl AsRef<str>) {
+        let tag = match status {
+            Status::Ok => "ok      ",
+            Status::Missing => {
+                self.fatal = true;
+                "MISSING "
+            }
+            Status::Degraded => "degraded",
+        };
+        println!("{tag}  {what:<32} {}", detail.as_ref());
+    }
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let mut report = Report { fatal: false };
+    let release = kernel::release();
+    let version = kernel::version(&release).unwrap_or((0, 0));
+
+    if version >= (5, 8) {
+        report.line(Status::Ok, "kernel", format!("{release} (5.8+: ring buffer, CAP_BPF)"));
+    } else {
+        report.line(Status::Missing, "kernel", format!("{release}: needs 5.8+ for the BPF ring buffer"));
+    }
+
+    check_privileges(&mut report, version);
+
+    let btf = match KernelBtf::open(Path::new(VMLINUX)) {
+        Ok(btf) => match btf.kernel_offsets() {
+            Ok(o) => {
+                report.line(
+                    Status::Ok,
+                    "BTF",
+                    format!(
+                        "{VMLINUX}: sock.skc_net@{} sock.skc_state@{} sock.sk_err@{} net.ns.inum@{} sk_buff.dev@{} net_device.nd_net@{}",
+                        o.sock_net, o.sock_state, o.sock_err, o.net_inum, o.skb_dev, o.netdev_net
+                    ),
+                );
+                Some(btf)
+            }
+            Err(e) => {
+                report.line(Status::Missing, "BTF", e.to_string());
+                None
+            }
+        },
+        Err(e) => {
+            report.line(Status::Missing, "BTF", format!("{e} (kernel needs CONFIG_DEBUG_INFO_BTF=y)"));
+            None
+        }
+    };
+
+    let tracefs = match Tracefs::locate() {
+        Some(t) => {
+            report.line(Status::Ok, "tracefs", format!("mounted at {}", t.root().display()));
+            Some(t)
+        }
+        None => match Tracefs::locate_or_mount() {
+            Ok(t) => {
+                report.line(Status::Ok, "tracefs", format!("was not mounted; mounted it at {}", t.root().display()));
+                Some(t)
+            }
+            Err(e) => {
+                report.line(Status::Missing, "tracefs", e.to_string());
+                None
+            }
+        },
+    };
+
+    if let Some(tracefs) = &tracefs {
+        for spec in PROBES {
+            let result = tracefs
+                .format(spec.tracepoint)
+                .map_err(|e| e.to_string())
+                .and_then(|f| (spec.configure)(&f, &mut Default::default()).map_err(|e| e.to_string()));
+            match result {
+                Ok(()) => report.line(Status::Ok, spec.tracepoint, format!("tracepoint ({})", spec.program)),
+                Err(e) => {
+                    let status = if spec.required { Status::Missing } else { Status::Degraded };
+                    report.line(status, spec.tracepoint, format!("{e}; cost: {}", spec.cost));
+                }
+            }
+        }
+    }
+
+    check_kernel_features(&mut report);
+    check_mounts(&mut report);
+
+    if args.load && !report.fatal {
+        if let (Some(tracefs), Some(btf)) = (&tracefs, &btf) {
+            check_load(&mut report, tracefs, btf);
+        }
+    }
+
+    if report.fatal {
+        println!("\nconntracer cannot run here: fix the MISSING lines above.");
+        ExitCode::FAILURE
+    } else {
+        println!("\nconntracer can run here.");
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_privileges(report: &mut Report, version: (u32, u32)) {
+    let caps = Capabilities::current();
+    let admin = caps.has(CAP_SYS_ADMIN);
+    let line = |report: &mut Report, cap: Capability, needed: Status| {
+        if caps.has(cap) {
+            report.line(Status::Ok, cap.name, cap.why);
+        } else {
+            report.line(needed, cap.name, format!("not held; needed for {}", cap.why));
+        }
+    };
+    for cap in [CAP_BPF, CAP_PERFMON] {
+        let needed = if admin { Status::Degraded } else { Status::Missing };
+        if !caps.has(cap) && admin {
+            report.line(Status::Ok, cap.name, "not held, but CAP_SYS_ADMIN covers it");
+        } else {
+            line(report, cap, needed);
+        }
+    }
+    line(report, CAP_NET_ADMIN, Status::Degraded);
+    line(report, CAP_SYS_ADMIN, Status::Degraded);
+    if version < (5, 11) {
+        line(report, CAP_SYS_RESOURCE, Status::Missing);
+    } else {
+        report.line(Status::Ok, CAP_SYS_RESOURCE.name, "not needed: Linux 5.11+ charges BPF memory to the memory cgroup");
+    }
+}
+
+fn check_kernel_features(report: &mut Report) {
+    let program = |report: &mut Report, name: &str, ty: ProgramType, needed: Status, cost: &str| {
+        match is_program_supported(ty) {
+            Ok(true) => report.line(Status::Ok, name, "program type supported"),
+            Ok(false) => report.line(needed, name, format!("program type not supported; cost: {cost}")),
+            Err(e) => report.line(needed, name, format!("cannot probe ({e}); cost: {cost}")),
+        }
+    };
+    program(report, "program type tracepoint", ProgramType::TracePoint, Status::Missing, "no tracing at all");
+    program(
+        report,
+        "program type cgroup_skb",
+        ProgramType::CgroupSkb,
+        Status::Degraded,
+        "no HTTP status peek or DNS capture",
+    );
+    for (name, ty) in [("map type ringbuf", MapType::RingBuf), ("map type lru_hash", MapType::LruHash)] {
+        match is_map_supported(ty) {
+            Ok(true) => report.line(Status::Ok, name, "map type supported"),
+            Ok(false) => report.line(Status::Missing, name, "map type not supported"),
+            Err(e) => report.line(Status::Missing, name, format!("cannot probe: {e}")),
+        }
+    }
+}
+
+fn check_mounts(report: &mut Report) {
+    match mount::cgroup2_mount() {
+        Some(point) => report.line(Status::Ok, "cgroup v2", format!("mounted at {point}")),
+        None => report.line(Status::Degraded, "cgroup v2", "not mounted; cost: no cgroup socket programs (HTTP peek, DNS)"),
+    }
+    let bpffs = Path::new("/sys/fs/bpf");
+    if mount::is_mounted("bpf", bpffs) {
+        report.line(Status::Ok, "bpffs", "mounted at /sys/fs/bpf");
+    } else {
+        report.line(
+            Status::Degraded,
+            "bpffs",
+            "not mounted at /sys/fs/bpf; only needed to pin maps across restarts (nothing is pinned today)",
+        );
+    }
+}
+
+fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
+    let setup = match KernelSetup::resolve(tracefs, btf) {
+        Ok(setup) => setup,
+        Err(e) => return report.line(Status::Missing, "programs", e.to_string()),
+    };
+    let defaults = ProbeArgs {
+        max_connections: 1024,
+        ring_bytes: 1 << 16,
+        reuse_event_min_idle: std::time::Duration::from_millis(500),
+        drain_interval: std::time::Duration::from_millis(100),
+    };
+    match Probes::load(&setup, &defaults.load_options()) {
+        Ok(probes) => {
+            let n = probes.attached.len();
+            drop(probes);
+            report.line(Status::Ok, "programs", format!("{n} programs verified, attached and detached again"));
+        }
+        Err(e) => report.line(Status::Missing, "programs", format!("{e:#}")),
+    }
+}

@@ -1,0 +1,162 @@
+//! Kernel records turned into typed events.
+
+pub mod clock;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::SystemTime,
+};
+
+use tracer_common::{
+    event::{ConnEvent, ConnStats, EventKind, ResetSide, Role, Tuple},
+    tcp::AF_INET6,
+};
+
+pub use clock::Clock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// The process that owns the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Process {
+    /// Process id (thread group id); 0 when not known.
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+/// A reset, sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    pub side: ResetSide,
+    /// `enum sk_rst_reason` value (kernels 6.10+, resets sent).
+    pub reason: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub time: SystemTime,
+    /// Kernel monotonic time, the clock of every `stats` timestamp.
+    pub mono_ns: u64,
+    /// Kernel socket identity while the socket lives (never printed).
+    pub sock: u64,
+    pub netns: u32,
+    pub role: Role,
+    pub process: Process,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub tcp_state: u32,
+    pub reset: Option<Reset>,
+    pub stats: ConnStats,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+}
+
+impl Event {
+    pub fn decode(raw: &ConnEvent, clock: &Clock) -> Result<Self, DecodeError> {
+        let kind = EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+        let st = &raw.state;
+        let (family, local, remote) = addresses(&st.tuple);
+        let reset = (kind == EventKind::Reset).then(|| Reset {
+            side: match raw.reset_side {
+                1 => ResetSide::Sent,
+                2 => ResetSide::Received,
+                _ => ResetSide::None,
+            },
+            reason: (raw.has_reason != 0).then_some(raw.reset_reason),
+        });
+        Ok(Self {
+            kind,
+            time: clock.wall(raw.ts_ns),
+            mono_ns: raw.ts_ns,
+            sock: raw.sock,
+            netns: st.netns,
+            role: match st.role {
+                1 => Role::Client,
+                2 => Role::Server,
+                3 => Role::Listener,
+                _ => Role::Unknown,
+            },
+            process: Process {
+                pid: st.owner.tgid,
+                tid: st.owner.pid,
+                uid: st.owner.uid,
+                cgroup_id: st.owner.cgroup_id,
+                comm: comm(&st.owner.comm),
+            },
+            family,
+            local,
+            remote,
+            tcp_state: raw.tcp_state,
+            reset,
+            stats: st.stats,
+        })
+    }
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
+    let ip = |raw: &[u8; 16]| -> IpAddr {
+        if t.family == AF_INET6 {
+            IpAddr::V6(Ipv6Addr::from(*raw))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+        }
+    };
+    let family = if t.family == AF_INET6 { Family::Ipv6 } else { Family::Ipv4 };
+    (family, SocketAddr::new(ip(&t.saddr), t.sport), SocketAddr::new(ip(&t.daddr), t.dport))
+}
+
+/// Names for the `event` field of trace output and for `--event` filters.
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Listen => "listen",
+        EventKind::ListenClose => "listen_close",
+        EventKind::Connect => "connect",
+        EventKind::Accept => "accept",
+        EventKind::Reset => "reset",
+        EventKind::Close => "close",
+        EventKind::Reuse => "reuse",
+    }
+}
+
+pub fn role_name(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Client => Some("client"),
+        Role::Server => Some("server"),
+        Role::Listener => Some("listener"),
+        Role::Unknown => None,
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,134 @@
+//! Parsing tracefs `format` files (`/sys/kernel/tracing/events/<system>/<event>/format`).
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("line {line}: malformed field description `{text}`")]
+    MalformedField { line: usize, text: String },
+    #[error("no `name:` line")]
+    MissingName,
+}
+
+/// One `field:` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatField {
+    /// The C declaration without the name, e.g. `const void *`, `__u8`, `enum sk_rst_reason`.
+    pub c_type: String,
+    pub name: String,
+    pub offset: u16,
+    pub size: u16,
+    pub signed: bool,
+    /// `N` for `name[N]`.
+    pub array_len: Option<usize>,
+}
+
+/// A parsed `format` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracepointFormat {
+    pub name: String,
+    pub id: Option<u32>,
+    /// Event fields, without the `common_*` header.
+    pub fields: Vec<FormatField>,
+    pub print_fmt: String,
+}
+
+impl TracepointFormat {
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        let mut name = None;
+        let mut id = None;
+        let mut fields = Vec::new();
+        let mut print_fmt = String::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("name:") {
+                name = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("ID:") {
+                id = rest.trim().parse().ok();
+            } else if let Some(rest) = line.strip_prefix("print fmt:") {
+                print_fmt = rest.trim().to_owned();
+            } else if line.starts_with("field:") {
+                let field = parse_field(line).ok_or_else(|| FormatError::MalformedField {
+                    line: index + 1,
+                    text: line.to_owned(),
+                })?;
+                if !field.name.starts_with("common_") {
+                    fields.push(field);
+                }
+            }
+        }
+        Ok(Self { name: name.ok_or(FormatError::MissingName)?, id, fields, print_fmt })
+    }
+
+    pub fn field(&self, name: &str) -> Option<&FormatField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The value → name table of `__print_symbolic(REC->field, { 0, "A" }, ...)`
+    /// in the print format: how the kernel itself names an enum field's values.
+    pub fn symbolic_values(&self, field: &str) -> BTreeMap<u64, String> {
+        let marker = format!("__print_symbolic(REC->{field},");
+        let Some(start) = self.print_fmt.find(&marker) else { return BTreeMap::new() };
+        let mut table = BTreeMap::new();
+        let mut rest = &self.print_fmt[start + marker.len()..];
+        // Entries look like `{ 12, "TCP_ABORT_ON_LINGER" }`; the call ends at the first `)`
+        // outside an entry.
+        while let Some(open) = rest.find(['{', ')']) {
+            if rest.as_bytes()[open] == b')' {
+                break;
+            }
+            let Some(close) = rest[open..].find('}') else { break };
+            let entry = &rest[open + 1..open + close];
+            if let Some((value, label)) = entry.split_once(',') {
+                let label = label.trim().trim_matches('"');
+                if let Ok(v) = parse_c_int(value.trim()) {
+                    table.insert(v, label.to_owned());
+                }
+            }
+            rest = &rest[open + close + 1..];
+        }
+        table
+    }
+}
+
+fn parse_c_int(text: &str) -> Result<u64, std::num::ParseIntError> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+}
+
+/// `field:const void * skaddr;	offset:8;	size:8;	signed:0;`
+fn parse_field(line: &str) -> Option<FormatField> {
+    let mut parts = line.split(';').map(str::trim);
+    let decl = parts.next()?.strip_prefix("field:")?.trim();
+    let mut offset = None;
+    let mut size = None;
+    let mut signed = false;
+    for part in parts {
+        if let Some(v) = part.strip_prefix("offset:") {
+            offset = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("size:") {
+            size = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("signed:") {
+            signed = v == "1";
+        }
+    }
+    let split = decl.rfind([' ', '*'])?;
+    let (c_type, raw_name) = (decl[..=split].trim(), decl[split + 1..].trim());
+    let (name, array_len) = match raw_name.split_once('[') {
+        Some((name, len)) => (name, len.trim_end_matches(']').parse().ok()),
+        None => (raw_name, None),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some(FormatField {
+        c_type: c_type.to_owned(),
+        name: name.to_owned(),
+        offset: offset?,
+        size: size?,
+        signed,
+        array_len,
+    })
+}

@@ -1,0 +1,164 @@
+//! Network namespace → pod without Kubernetes (DESIGN.md "Metadata"): a
+//! namespace named under `/run/netns` is a pod of that name (`NAMESPACE.POD`
+//! sets both; no dot means namespace `default`), the host's own namespace is
+//! pod `host`, and any other is `netns-INODE`. Host and unnamed namespaces
+//! have an empty Kubernetes namespace.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodName {
+    pub namespace: String,
+    pub pod: String,
+}
+
+impl PodName {
+    /// From an `ip netns` name.
+    pub fn from_netns_name(name: &str) -> Self {
+        match name.split_once('.') {
+            Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => {
+                Self { namespace: namespace.to_owned(), pod: pod.to_owned() }
+            }
+            _ => Self { namespace: "default".to_owned(), pod: name.to_owned() },
+        }
+    }
+
+    pub fn host() -> Self {
+        Self { namespace: String::new(), pod: "host".to_owned() }
+    }
+
+    pub fn unnamed(inode: u32) -> Self {
+        Self { namespace: String::new(), pod: format!("netns-{inode}") }
+    }
+
+    /// `namespace/pod`, or just `pod` without a namespace.
+    pub fn qualified(&self) -> String {
+        if self.namespace.is_empty() {
+            self.pod.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.pod)
+        }
+    }
+}
+
+/// Caches names and re-reads `/run/netns` when it meets an inode it does not know.
+pub struct PodResolver {
+    netns_dir: PathBuf,
+    host_inode: Option<u32>,
+    names: HashMap<u32, PodName>,
+    last_scan: Option<Instant>,
+    min_rescan: Duration,
+}
+
+impl PodResolver {
+    pub fn new() -> Self {
+        Self::with_dir("/run/netns", host_netns_inode())
+    }
+
+    pub fn with_dir(dir: impl Into<PathBuf>, host_inode: Option<u32>) -> Self {
+        Self {
+            netns_dir: dir.into(),
+            host_inode,
+            names: HashMap::new(),
+            last_scan: None,
+            min_rescan: Duration::from_millis(200),
+        }
+    }
+
+    pub fn resolve(&mut self, inode: u32) -> PodName {
+        if Some(inode) == self.host_inode {
+            return PodName::host();
+        }
+        if let Some(name) = self.names.get(&inode) {
+            return name.clone();
+        }
+        if self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan) {
+            self.rescan();
+            if let Some(name) = self.names.get(&inode) {
+                return name.clone();
+            }
+        }
+        PodName::unnamed(inode)
+    }
+
+    /// Re-reads the named namespaces (they come and go with pods).
+    pub fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        self.names = scan(&self.netns_dir);
+    }
+}
+
+impl Default for PodResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Inode of every named namespace in `dir` (bind mounts of nsfs files).
+fn scan(dir: &Path) -> HashMap<u32, PodName> {
+    let Ok(entries) = fs::read_dir(dir) else { return HashMap::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let inode = fs::metadata(entry.path()).ok()?.ino();
+            Some((inode as u32, PodName::from_netns_name(&name)))
+        })
+        .collect()
+}
+
+/// The network namespace of PID 1: the host's.
+pub fn host_netns_inode() -> Option<u32> {
+    fs::metadata("/proc/1/ns/net").ok().map(|m| m.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_names_map_to_pods() {
+        assert_eq!(
+            PodName::from_netns_name("shop.cart-7d9f"),
+            PodName { namespace: "shop".into(), pod: "cart-7d9f".into() }
+        );
+        // Pod names may contain dots; namespaces cannot.
+        assert_eq!(
+            PodName::from_netns_name("shop.cart.v2"),
+            PodName { namespace: "shop".into(), pod: "cart.v2".into() }
+        );
+        assert_eq!(
+            PodName::from_netns_name("client"),
+            PodName { namespace: "default".into(), pod: "client".into() }
+        );
+        assert_eq!(PodName::from_netns_name(".x").namespace, "default");
+    }
+
+    #[test]
+    fn host_and_unnamed_namespaces() {
+        let dir = std::env::temp_dir().join(format!("ct-netns-test-{}", std::process::id()));
+        let mut resolver = PodResolver::with_dir(&dir, Some(4026531840));
+        assert_eq!(resolver.resolve(4026531840), PodName::host());
+        assert_eq!(resolver.resolve(4026532999).pod, "netns-4026532999");
+        assert_eq!(resolver.resolve(4026532999).qualified(), "netns-4026532999");
+    }
+
+    #[test]
+    fn named_namespaces_resolve_by_inode() {
+        let dir = std::env::temp_dir().join(format!("ct-netns-scan-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("team.api");
+        fs::write(&file, b"").unwrap();
+        let inode = fs::metadata(&file).unwrap().ino() as u32;
+        let mut resolver = PodResolver::with_dir(&dir, None);
+        let name = resolver.resolve(inode);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(name.qualified(), "team/api");
+    }
+}

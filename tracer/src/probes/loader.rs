@@ -1,0 +1,162 @@
+//! Loading the embedded eBPF object with this kernel's `ProbeConfig` and
+//! attaching each available program to its tracepoint. Dropping [`Probes`]
+//! detaches everything and releases every map (nothing is pinned).
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use tracer_common::config::ProbeConfig;
+
+use super::spec::ProbeSpec;
+use crate::kernel::{
+    privileges::{Capabilities, Capability},
+    setup::KernelSetup,
+};
+
+/// The object `tracer/build.rs` built from `tracer-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Capacity of the per-socket LRU map.
+    pub max_connections: u32,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_bytes: u32,
+    /// Reuses after at least this idle gap are reported as events.
+    pub reuse_event_min_idle: Duration,
+    /// Wake the reader early once this much is queued.
+    pub wakeup_min_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 131_072,
+            ring_bytes: 4 << 20,
+            reuse_event_min_idle: Duration::from_millis(500),
+            wakeup_min_bytes: 256 << 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "missing privileges: {} (run as root, or grant them with `setcap` / the container's securityContext)",
+        describe(.0)
+    )]
+    MissingCapabilities(Vec<Capability>),
+    #[error("--max-connections must be at least 1")]
+    ZeroConnections,
+    #[error("ring buffer size {0} must be a power of two of at least 4096 bytes")]
+    BadRingSize(u32),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] EbpfError),
+    #[error("program {program} (tracepoint {tracepoint}): {source}")]
+    Program { program: &'static str, tracepoint: &'static str, source: ProgramError },
+    #[error("program {0} is missing from the eBPF object (stale build?)")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object (stale build?)")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+}
+
+fn describe(caps: &[Capability]) -> String {
+    caps.iter().map(|c| format!("{} ({})", c.name, c.why)).collect::<Vec<_>>().join(", ")
+}
+
+/// A program attached to its tracepoint.
+#[derive(Debug, Clone)]
+pub struct AttachedProbe {
+    pub spec: &'static ProbeSpec,
+    /// Kernel program id, as `bpftool prog show` lists it.
+    pub program_id: u32,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attached: Vec<AttachedProbe>,
+}
+
+impl Probes {
+    pub fn load(setup: &KernelSetup, options: &LoadOptions) -> Result<Self, LoadError> {
+        let missing = Capabilities::current().missing_for_tracing();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingCapabilities(missing));
+        }
+        if options.max_connections == 0 {
+            return Err(LoadError::ZeroConnections);
+        }
+        if !options.ring_bytes.is_power_of_two() || options.ring_bytes < 4096 {
+            return Err(LoadError::BadRingSize(options.ring_bytes));
+        }
+        raise_memlock_limit();
+
+        let config = ProbeConfig {
+            reuse_event_min_idle_ns: options.reuse_event_min_idle.as_nanos() as u64,
+            wakeup_min_bytes: options.wakeup_min_bytes,
+            ..setup.config
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("SOCKS", options.max_connections)
+            .map_max_entries("EVENTS", options.ring_bytes)
+            .load(OBJECT)
+            .map_err(LoadError::Load)?;
+
+        let mut attached = Vec::new();
+        for spec in &setup.available {
+            let program_id = attach(&mut ebpf, spec)?;
+            tracing::debug!(program = spec.program, tracepoint = spec.tracepoint, program_id, "attached");
+            attached.push(AttachedProbe { spec, program_id });
+        }
+        Ok(Self { ebpf, attached })
+    }
+
+    /// The event ring buffer (can be taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })
+    }
+
+    /// The per-CPU loss counters (can be taken once).
+    pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
+        let map = self.ebpf.take_map("COUNTERS").ok_or(LoadError::MissingMap("COUNTERS"))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map { name: "COUNTERS", source })
+    }
+
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.attached.iter().map(|p| p.program_id).collect()
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
+    let fail = |source| LoadError::Program { program: spec.program, tracepoint: spec.tracepoint, source };
+    let program: &mut TracePoint = ebpf
+        .program_mut(spec.program)
+        .ok_or(LoadError::MissingProgram(spec.program))?
+        .try_into()
+        .map_err(fail)?;
+    program.load().map_err(fail)?;
+    let (system, event) = spec.system_and_event();
+    program.attach(system, event).map_err(fail)?;
+    program.info().map(|info| info.id()).map_err(fail)
+}
+
+/// Before Linux 5.11 BPF memory counted against RLIMIT_MEMLOCK; since then it
+/// is charged to the memory cgroup, so failing here is harmless on new kernels.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on Linux 5.11+",
+            std::io::Error::last_os_error()
+        );
+    }
+}

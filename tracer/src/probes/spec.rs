@@ -1,0 +1,72 @@
+//! The programs conntracer attaches, where, and what each one's absence costs.
+
+use tracer_common::config::ProbeConfig;
+
+use crate::kernel::{
+    format::TracepointFormat,
+    layouts::{self, LayoutError},
+};
+
+pub struct ProbeSpec {
+    /// Function name in `tracer-ebpf`.
+    pub program: &'static str,
+    /// `system/event` in tracefs.
+    pub tracepoint: &'static str,
+    /// Without it the tracer cannot run at all.
+    pub required: bool,
+    /// What is lost when it is missing (shown by `check` and at start-up).
+    pub cost: &'static str,
+    /// Writes this tracepoint's record layout into the config.
+    pub configure: fn(&TracepointFormat, &mut ProbeConfig) -> Result<(), LayoutError>,
+}
+
+impl ProbeSpec {
+    pub fn system_and_event(&self) -> (&'static str, &'static str) {
+        self.tracepoint.split_once('/').expect("spec tracepoints are system/event")
+    }
+}
+
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        program: "ct_state",
+        tracepoint: "sock/inet_sock_set_state",
+        required: true,
+        cost: "no connection tracking at all",
+        configure: |f, c| Ok(c.state_change = layouts::state_change(f)?),
+    },
+    ProbeSpec {
+        program: "ct_destroy",
+        tracepoint: "tcp/tcp_destroy_sock",
+        required: true,
+        cost: "connections are never reported closed",
+        configure: |f, c| Ok(c.destroy_sock = layouts::sock(f)?),
+    },
+    ProbeSpec {
+        program: "ct_rst_rx",
+        tracepoint: "tcp/tcp_receive_reset",
+        required: false,
+        cost: "resets received are not seen: peer resets look like plain closes",
+        configure: |f, c| Ok(c.receive_reset = layouts::sock(f)?),
+    },
+    ProbeSpec {
+        program: "ct_rst_tx",
+        tracepoint: "tcp/tcp_send_reset",
+        required: false,
+        cost: "resets sent are not seen (refused connects, SO_LINGER 0 aborts)",
+        configure: |f, c| Ok(c.send_reset = layouts::send_reset(f)?),
+    },
+    ProbeSpec {
+        program: "ct_send_len",
+        tracepoint: "sock/sock_send_length",
+        required: false,
+        cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        configure: |f, c| Ok(c.send_length = layouts::msg_length(f)?),
+    },
+    ProbeSpec {
+        program: "ct_recv_len",
+        tracepoint: "sock/sock_recv_length",
+        required: false,
+        cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        configure: |f, c| Ok(c.recv_length = layouts::msg_length(f)?),
+    },
+];

@@ -1,0 +1,62 @@
+//! Bringing the tracer up, in the order that gives the clearest error first:
+//! privileges, tracefs, BTF, record layouts, load and attach.
+
+use std::path::Path;
+
+use aya::maps::{MapData, PerCpuArray};
+
+use crate::{
+    cli::ProbeArgs,
+    kernel::{
+        btf::{BtfError, KernelBtf, VMLINUX},
+        privileges::Capabilities,
+        setup::{KernelSetup, SetupError},
+        tracefs::{Tracefs, TracefsError},
+    },
+    probes::{LoadError, Probes, reader::EventReader},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("cannot watch the event ring buffer: {0}")]
+    Reader(std::io::Error),
+}
+
+/// Loaded, attached probes and the handles to read them.
+pub struct Tracer {
+    pub setup: KernelSetup,
+    pub probes: Probes,
+    pub reader: EventReader,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+pub fn start(args: &ProbeArgs) -> Result<Tracer, StartError> {
+    let missing = Capabilities::current().missing_for_tracing();
+    if !missing.is_empty() {
+        return Err(LoadError::MissingCapabilities(missing).into());
+    }
+    let tracefs = Tracefs::locate_or_mount()?;
+    let btf = KernelBtf::open(Path::new(VMLINUX))?;
+    let setup = KernelSetup::resolve(&tracefs, &btf)?;
+    for gap in &setup.unavailable {
+        tracing::warn!(
+            probe = gap.spec.program,
+            "degraded: {} unavailable ({}); cost: {}",
+            gap.spec.tracepoint,
+            gap.reason,
+            gap.spec.cost
+        );
+    }
+    let mut probes = Probes::load(&setup, &args.load_options())?;
+    let reader = EventReader::new(probes.take_events()?, args.drain_interval).map_err(StartError::Reader)?;
+    let counters = probes.take_counters()?;
+    Ok(Tracer { setup, probes, reader, counters })
+}

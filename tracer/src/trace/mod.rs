@@ -1,0 +1,140 @@
+//! `conntracer trace`: an ad-hoc session streaming connection events.
+
+pub mod filter;
+pub mod record;
+pub mod table;
+
+use std::io::{self, Write};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracer_common::counters::Counter;
+
+use crate::{
+    cli::{Output, TraceArgs},
+    conntrack::ConnectionTable,
+    events::{Clock, Event},
+    metadata::PodResolver,
+    probes::counters::CounterTotals,
+    startup,
+};
+use filter::Filter;
+use record::RecordBuilder;
+
+pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let mut tracer = startup::start(&args.probes)?;
+    let ids: Vec<String> = tracer.probes.program_ids().iter().map(u32::to_string).collect();
+    eprintln!(
+        "conntracer: tracing TCP connections in every network namespace ({} probes attached, program ids {}); Ctrl-C to stop",
+        ids.len(),
+        ids.join(",")
+    );
+
+    let mut sink = Sink::new(args.output);
+    let filter = Filter::from_args(&args);
+    let builder = RecordBuilder::new(tracer.setup.reset_reasons.clone());
+    let clock = Clock::calibrate();
+    let mut table = ConnectionTable::new(args.probes.max_connections as usize);
+    let mut pods = PodResolver::new();
+    let mut batch = Vec::new();
+    let mut lost_reported = 0;
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+
+    loop {
+        let stop = tokio::select! {
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+            _ = &mut until_deadline => true,
+            _ = tracer.reader.wait() => false,
+        };
+        // Drain on every wake-up, and once more on the way out.
+        tracer.reader.drain(&mut batch);
+        for raw in batch.drain(..) {
+            let event = match Event::decode(&raw, &clock) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::debug!("skipping record: {e}");
+                    continue;
+                }
+            };
+            let applied = table.apply(&event);
+            let pod = pods.resolve(event.netns);
+            let record = builder.build(&event, &applied, &pod);
+            if filter.matches(&record) && !sink.write(&record)? {
+                return Ok(()); // stdout closed (e.g. piped into `head`)
+            }
+        }
+        if !sink.flush()? {
+            return Ok(());
+        }
+        let lost = CounterTotals::read(&tracer.counters).get(Counter::EventsLost);
+        if lost > lost_reported {
+            tracing::warn!("{} events lost: the ring buffer was full (raise --ring-bytes)", lost - lost_reported);
+            lost_reported = lost;
+        }
+        if stop {
+            break;
+        }
+    }
+    let totals = CounterTotals::read(&tracer.counters);
+    eprintln!(
+        "conntracer: detaching; events lost: {}, untracked closes: {}, open connections: {}",
+        totals.get(Counter::EventsLost),
+        totals.get(Counter::UntrackedClose),
+        table.len()
+    );
+    drop(tracer); // detaches every program and frees every map
+    Ok(())
+}
+
+/// Buffered stdout that notices when its reader went away.
+struct Sink {
+    out: io::BufWriter<io::Stdout>,
+    format: Output,
+    header_done: bool,
+}
+
+impl Sink {
+    fn new(format: Output) -> Self {
+        Self { out: io::BufWriter::new(io::stdout()), format, header_done: false }
+    }
+
+    /// `Ok(false)` once stdout is closed.
+    fn write(&mut self, record: &record::TraceRecord) -> io::Result<bool> {
+        let result = match self.format {
+            Output::Json => serde_json::to_writer(&mut self.out, record)
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n")),
+            Output::Table => {
+                if !self.header_done {
+                    self.header_done = true;
+                    writeln!(self.out, "{}", table::HEADER)?;
+                }
+                writeln!(self.out, "{}", table::line(record))
+            }
+        };
+        closed_is_false(result)
+    }
+
+    fn flush(&mut self) -> io::Result<bool> {
+        closed_is_false(self.out.flush())
+    }
+}
+
+fn closed_is_false(result: io::Result<()>) -> io::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,203 @@
+//! One line of trace output, the same fields for the table and JSON.
+//! JSON field names are a stable interface: add fields, never rename.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Serialize;
+use tracer_common::{
+    event::{EventKind, ResetSide},
+    tcp,
+};
+
+use crate::{
+    conntrack::{Connection, EndReason, table::Applied},
+    events::{self, Event},
+    metadata::PodName,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceRecord {
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub event: &'static str,
+    /// Network namespace inode.
+    pub netns: u32,
+    pub namespace: String,
+    pub pod: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    pub family: &'static str,
+    /// `ip:port`, IPv6 as `[ip]:port`.
+    pub local: String,
+    pub remote: String,
+    /// Connection id, stable for the connection's life in this session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn: Option<u64>,
+
+    // close
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_ms: Option<f64>,
+    /// Idle time when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_msgs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_msgs: Option<u32>,
+    /// Send bursts: the first send, and each send that follows a receive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+    /// Longest idle gap before a reuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_idle_before_reuse_ms: Option<f64>,
+    /// The socket error at close (`ETIMEDOUT`, `ECONNREFUSED`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+
+    // reset (and `reason` on a close that ended with `reset_sent`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<&'static str>,
+    /// The kernel's `sk_rst_reason` name, e.g. `NO_SOCKET` (resets sent, Linux 6.10+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// TCP state of the socket at the reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+
+    // reuse
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_before_reuse_ms: Option<f64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Turns events into records; holds the kernel's names for reset reasons.
+pub struct RecordBuilder {
+    reset_reasons: BTreeMap<u64, String>,
+}
+
+impl RecordBuilder {
+    pub fn new(reset_reasons: BTreeMap<u64, String>) -> Self {
+        Self { reset_reasons }
+    }
+
+    fn reason_name(&self, reason: u32) -> String {
+        self.reset_reasons.get(&u64::from(reason)).cloned().unwrap_or_else(|| reason.to_string())
+    }
+
+    pub fn build(&self, ev: &Event, applied: &Applied, pod: &PodName) -> TraceRecord {
+        let closed = match applied {
+            Applied::Closed(conn) => Some(conn.as_ref()),
+            _ => None,
+        };
+        // A closed connection carries the best-known owner and addresses.
+        let (process, local, remote) = match closed {
+            Some(c) => (&c.process, c.local, c.remote),
+            None => (&ev.process, ev.local, ev.remote),
+        };
+        let mut record = TraceRecord {
+            time: humantime::format_rfc3339_nanos(ev.time).to_string(),
+            event: events::kind_name(ev.kind),
+            netns: ev.netns,
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            pid: process.pid,
+            tid: process.tid,
+            comm: process.comm.clone(),
+            uid: process.uid,
+            role: events::role_name(closed.map_or(ev.role, |c| c.role)),
+            family: ev.family.as_str(),
+            local: local.to_string(),
+            remote: remote.to_string(),
+            conn: match applied {
+                Applied::Open { id } => Some(*id),
+                Applied::Closed(c) => Some(c.id),
+                Applied::Untracked => None,
+            },
+            end: None,
+            lifetime_ms: None,
+            idle_ms: None,
+            tx_bytes: None,
+            rx_bytes: None,
+            tx_msgs: None,
+            rx_msgs: None,
+            requests: None,
+            max_idle_before_reuse_ms: None,
+            error: None,
+            side: None,
+            reason: None,
+            state: None,
+            idle_before_reuse_ms: None,
+        };
+        match ev.kind {
+            EventKind::Close => {
+                if let Some(conn) = closed {
+                    self.fill_close(&mut record, conn);
+                }
+            }
+            EventKind::Reset => {
+                if let Some(reset) = ev.reset {
+                    record.side = match reset.side {
+                        ResetSide::Sent => Some("sent"),
+                        ResetSide::Received => Some("received"),
+                        ResetSide::None => None,
+                    };
+                    record.reason = reset.reason.map(|r| self.reason_name(r));
+                }
+                record.state = (ev.tcp_state != 0).then(|| tcp::state_name(ev.tcp_state));
+            }
+            EventKind::Reuse => {
+                record.idle_before_reuse_ms =
+                    (ev.stats.last_reuse_idle_ns != 0).then(|| ms(Duration::from_nanos(ev.stats.last_reuse_idle_ns)));
+                record.requests = Some(ev.stats.requests);
+            }
+            _ => {}
+        }
+        record
+    }
+
+    fn fill_close(&self, record: &mut TraceRecord, conn: &Connection) {
+        let s = &conn.stats;
+        let end = conn.end.unwrap_or(EndReason::LocalClose);
+        record.end = Some(end.as_str());
+        if let EndReason::ResetSent { reason: Some(reason) } = end {
+            record.reason = Some(self.reason_name(reason));
+        }
+        record.lifetime_ms = conn.lifetime().map(ms);
+        record.idle_ms = conn.idle_at_close().map(ms);
+        record.tx_bytes = Some(s.tx_bytes);
+        record.rx_bytes = Some(s.rx_bytes);
+        record.tx_msgs = Some(s.tx_msgs);
+        record.rx_msgs = Some(s.rx_msgs);
+        record.requests = Some(s.requests);
+        record.max_idle_before_reuse_ms =
+            (s.max_reuse_idle_ns != 0).then(|| ms(Duration::from_nanos(s.max_reuse_idle_ns)));
+        record.error = (s.sk_err != 0).then(|| errno_name(s.sk_err));
+    }
+}
+
+fn errno_name(errno: u32) -> String {
+    let name = match errno as i32 {
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EPIPE => "EPIPE",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNABORTED => "ECONNABORTED",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
+}
