@@ -17,7 +17,11 @@ fn main() -> aya_build::Result<()> {
     let ebpf_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-ebpf");
     let root_dir = ebpf_dir.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "tracer-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "tracer-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain()),
     )
 }

@@ -1,6 +1,9 @@
 //! Userspace-only glue: these types may be copied in and out of maps.
 
-use crate::{config::ProbeConfig, event::{ConnEvent, ListenerKey, SockState}};
+use crate::{
+    config::ProbeConfig,
+    event::{ConnEvent, ListenerKey, SockState},
+};
 
 // SAFETY: all are `#[repr(C)]`, `Copy`, contain no pointers, and every bit
 // pattern is a valid value (enums are carried as integers).

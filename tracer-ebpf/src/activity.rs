@@ -17,7 +17,9 @@ use crate::{
 };
 
 pub fn on_send(ctx: &TracePointContext) {
-    let Some((sk, len, st)) = tracked(ctx, &config::send_length()) else { return };
+    let Some((sk, len, st)) = tracked(ctx, &config::send_length()) else {
+        return;
+    };
     let now = unsafe { bpf_ktime_get_ns() };
     let stats = &mut st.stats;
     // A new request: the first send, or a send after the peer answered.
@@ -49,7 +51,9 @@ pub fn on_recv(ctx: &TracePointContext) {
     if record::int(ctx, layout.flags) & MSG_PEEK != 0 {
         return;
     }
-    let Some((_, len, st)) = tracked(ctx, &layout) else { return };
+    let Some((_, len, st)) = tracked(ctx, &layout) else {
+        return;
+    };
     let now = unsafe { bpf_ktime_get_ns() };
     st.stats.last_recv_ns = now;
     st.stats.rx_bytes += len;

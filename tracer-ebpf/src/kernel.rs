@@ -1,10 +1,8 @@
 //! Reading kernel structs at BTF-resolved offsets, and the current task.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, generated::bpf_get_current_cgroup_id,
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    generated::bpf_get_current_cgroup_id,
 };
 use tracer_common::event::Owner;
 

@@ -50,7 +50,11 @@ fn track_new(ctx: &TracePointContext, sk: u64, now: u64, role: Role) {
     if role == Role::Client {
         kernel::current_owner(&mut st.owner);
     } else {
-        let key = ListenerKey { netns: st.netns, port: st.tuple.sport, _pad: 0 };
+        let key = ListenerKey {
+            netns: st.netns,
+            port: st.tuple.sport,
+            _pad: 0,
+        };
         // SAFETY: the value is copied out at once.
         if let Some(owner) = unsafe { LISTENERS.get(&key) } {
             st.owner = *owner;
@@ -67,7 +71,11 @@ fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
     st.netns = kernel::sock_netns(sk);
     st.role = Role::Listener as u8;
     record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
-    let key = ListenerKey { netns: st.netns, port: st.tuple.sport, _pad: 0 };
+    let key = ListenerKey {
+        netns: st.netns,
+        port: st.tuple.sport,
+        _pad: 0,
+    };
     if kind == EventKind::Listen {
         kernel::current_owner(&mut st.owner);
         if LISTENERS.insert(&key, &st.owner, 0).is_err() {
@@ -85,7 +93,9 @@ fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
 
 #[inline(always)]
 fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
-    let Some(st) = SOCKS.get_ptr_mut(&sk) else { return };
+    let Some(st) = SOCKS.get_ptr_mut(&sk) else {
+        return;
+    };
     // SAFETY: map value pointer, valid for this run.
     let st = unsafe { &mut *st };
     let stats = &mut st.stats;
@@ -100,9 +110,20 @@ fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
             } else {
                 EventKind::Accept
             };
-            emit::event(kind, sk, now, st, Detail { tcp_state: new, ..Detail::NONE });
+            emit::event(
+                kind,
+                sk,
+                now,
+                st,
+                Detail {
+                    tcp_state: new,
+                    ..Detail::NONE
+                },
+            );
         }
-        TCP_FIN_WAIT1 | TCP_LAST_ACK => set_once(&mut stats.fin_out_ns, &mut stats.flags, flags::FIN_OUT, now),
+        TCP_FIN_WAIT1 | TCP_LAST_ACK => {
+            set_once(&mut stats.fin_out_ns, &mut stats.flags, flags::FIN_OUT, now)
+        }
         TCP_CLOSE_WAIT | TCP_CLOSING | TCP_TIME_WAIT => {
             set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now)
         }
@@ -143,7 +164,16 @@ pub fn on_destroy(ctx: &TracePointContext) {
         Some(st) => {
             // SAFETY: map value pointer, valid for this run.
             let st: &SockState = unsafe { &*st };
-            emit::event(EventKind::Close, sk, now, st, Detail { tcp_state: TCP_CLOSE, ..Detail::NONE });
+            emit::event(
+                EventKind::Close,
+                sk,
+                now,
+                st,
+                Detail {
+                    tcp_state: TCP_CLOSE,
+                    ..Detail::NONE
+                },
+            );
             let _ = SOCKS.remove(&sk);
         }
         None => {

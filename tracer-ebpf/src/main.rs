@@ -6,6 +6,9 @@
 //! filled by the loader from the running kernel (see `tracer-common::config`).
 #![no_std]
 #![no_main]
+// Map keys and values are passed by reference on purpose: by value they would
+// be copied onto the 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod activity;
 mod config;

@@ -19,7 +19,11 @@ pub fn on_receive_reset(ctx: &TracePointContext) {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let tcp_state = kernel::sock_state(sk);
-    let detail = Detail { tcp_state, reset_side: ResetSide::Received as u8, reset_reason: None };
+    let detail = Detail {
+        tcp_state,
+        reset_side: ResetSide::Received as u8,
+        reset_reason: None,
+    };
     if let Some(st) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer, valid for this run.
         let st = unsafe { &mut *st };
@@ -42,8 +46,15 @@ pub fn on_send_reset(ctx: &TracePointContext) {
     let sk = record::pointer(ctx, layout.skaddr);
     let now = unsafe { bpf_ktime_get_ns() };
     let tcp_state = record::uint(ctx, layout.state);
-    let reset_reason = layout.reason.is_present().then(|| record::uint(ctx, layout.reason));
-    let detail = Detail { tcp_state, reset_side: ResetSide::Sent as u8, reset_reason };
+    let reset_reason = layout
+        .reason
+        .is_present()
+        .then(|| record::uint(ctx, layout.reason));
+    let detail = Detail {
+        tcp_state,
+        reset_side: ResetSide::Sent as u8,
+        reset_reason,
+    };
 
     if sk != 0
         && let Some(st) = SOCKS.get_ptr_mut(&sk)

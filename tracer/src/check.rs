@@ -58,9 +58,17 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let version = kernel::version(&release).unwrap_or((0, 0));
 
     if version >= (5, 8) {
-        report.line(Status::Ok, "kernel", format!("{release} (5.8+: ring buffer, CAP_BPF)"));
+        report.line(
+            Status::Ok,
+            "kernel",
+            format!("{release} (5.8+: ring buffer, CAP_BPF)"),
+        );
     } else {
-        report.line(Status::Missing, "kernel", format!("{release}: needs 5.8+ for the BPF ring buffer"));
+        report.line(
+            Status::Missing,
+            "kernel",
+            format!("{release}: needs 5.8+ for the BPF ring buffer"),
+        );
     }
 
     check_privileges(&mut report, version);
@@ -84,19 +92,31 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
         },
         Err(e) => {
-            report.line(Status::Missing, "BTF", format!("{e} (kernel needs CONFIG_DEBUG_INFO_BTF=y)"));
+            report.line(
+                Status::Missing,
+                "BTF",
+                format!("{e} (kernel needs CONFIG_DEBUG_INFO_BTF=y)"),
+            );
             None
         }
     };
 
     let tracefs = match Tracefs::locate() {
         Some(t) => {
-            report.line(Status::Ok, "tracefs", format!("mounted at {}", t.root().display()));
+            report.line(
+                Status::Ok,
+                "tracefs",
+                format!("mounted at {}", t.root().display()),
+            );
             Some(t)
         }
         None => match Tracefs::locate_or_mount() {
             Ok(t) => {
-                report.line(Status::Ok, "tracefs", format!("was not mounted; mounted it at {}", t.root().display()));
+                report.line(
+                    Status::Ok,
+                    "tracefs",
+                    format!("was not mounted; mounted it at {}", t.root().display()),
+                );
                 Some(t)
             }
             Err(e) => {
@@ -111,11 +131,21 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             let result = tracefs
                 .format(spec.tracepoint)
                 .map_err(|e| e.to_string())
-                .and_then(|f| (spec.configure)(&f, &mut Default::default()).map_err(|e| e.to_string()));
+                .and_then(|f| {
+                    (spec.configure)(&f, &mut Default::default()).map_err(|e| e.to_string())
+                });
             match result {
-                Ok(()) => report.line(Status::Ok, spec.tracepoint, format!("tracepoint ({})", spec.program)),
+                Ok(()) => report.line(
+                    Status::Ok,
+                    spec.tracepoint,
+                    format!("tracepoint ({})", spec.program),
+                ),
                 Err(e) => {
-                    let status = if spec.required { Status::Missing } else { Status::Degraded };
+                    let status = if spec.required {
+                        Status::Missing
+                    } else {
+                        Status::Degraded
+                    };
                     report.line(status, spec.tracepoint, format!("{e}; cost: {}", spec.cost));
                 }
             }
@@ -125,10 +155,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     check_kernel_features(&mut report);
     check_mounts(&mut report);
 
-    if args.load && !report.fatal {
-        if let (Some(tracefs), Some(btf)) = (&tracefs, &btf) {
-            check_load(&mut report, tracefs, btf);
-        }
+    if args.load
+        && !report.fatal
+        && let (Some(tracefs), Some(btf)) = (&tracefs, &btf)
+    {
+        check_load(&mut report, tracefs, btf);
     }
 
     if report.fatal {
@@ -147,13 +178,25 @@ fn check_privileges(report: &mut Report, version: (u32, u32)) {
         if caps.has(cap) {
             report.line(Status::Ok, cap.name, cap.why);
         } else {
-            report.line(needed, cap.name, format!("not held; needed for {}", cap.why));
+            report.line(
+                needed,
+                cap.name,
+                format!("not held; needed for {}", cap.why),
+            );
         }
     };
     for cap in [CAP_BPF, CAP_PERFMON] {
-        let needed = if admin { Status::Degraded } else { Status::Missing };
+        let needed = if admin {
+            Status::Degraded
+        } else {
+            Status::Missing
+        };
         if !caps.has(cap) && admin {
-            report.line(Status::Ok, cap.name, "not held, but CAP_SYS_ADMIN covers it");
+            report.line(
+                Status::Ok,
+                cap.name,
+                "not held, but CAP_SYS_ADMIN covers it",
+            );
         } else {
             line(report, cap, needed);
         }
@@ -163,7 +206,11 @@ fn check_privileges(report: &mut Report, version: (u32, u32)) {
     if version < (5, 11) {
         line(report, CAP_SYS_RESOURCE, Status::Missing);
     } else {
-        report.line(Status::Ok, CAP_SYS_RESOURCE.name, "not needed: Linux 5.11+ charges BPF memory to the memory cgroup");
+        report.line(
+            Status::Ok,
+            CAP_SYS_RESOURCE.name,
+            "not needed: Linux 5.11+ charges BPF memory to the memory cgroup",
+        );
     }
 }
 
@@ -171,11 +218,21 @@ fn check_kernel_features(report: &mut Report) {
     let program = |report: &mut Report, name: &str, ty: ProgramType, needed: Status, cost: &str| {
         match is_program_supported(ty) {
             Ok(true) => report.line(Status::Ok, name, "program type supported"),
-            Ok(false) => report.line(needed, name, format!("program type not supported; cost: {cost}")),
+            Ok(false) => report.line(
+                needed,
+                name,
+                format!("program type not supported; cost: {cost}"),
+            ),
             Err(e) => report.line(needed, name, format!("cannot probe ({e}); cost: {cost}")),
         }
     };
-    program(report, "program type tracepoint", ProgramType::TracePoint, Status::Missing, "no tracing at all");
+    program(
+        report,
+        "program type tracepoint",
+        ProgramType::TracePoint,
+        Status::Missing,
+        "no tracing at all",
+    );
     program(
         report,
         "program type cgroup_skb",
@@ -183,7 +240,10 @@ fn check_kernel_features(report: &mut Report) {
         Status::Degraded,
         "no HTTP status peek or DNS capture",
     );
-    for (name, ty) in [("map type ringbuf", MapType::RingBuf), ("map type lru_hash", MapType::LruHash)] {
+    for (name, ty) in [
+        ("map type ringbuf", MapType::RingBuf),
+        ("map type lru_hash", MapType::LruHash),
+    ] {
         match is_map_supported(ty) {
             Ok(true) => report.line(Status::Ok, name, "map type supported"),
             Ok(false) => report.line(Status::Missing, name, "map type not supported"),
@@ -195,7 +255,11 @@ fn check_kernel_features(report: &mut Report) {
 fn check_mounts(report: &mut Report) {
     match mount::cgroup2_mount() {
         Some(point) => report.line(Status::Ok, "cgroup v2", format!("mounted at {point}")),
-        None => report.line(Status::Degraded, "cgroup v2", "not mounted; cost: no cgroup socket programs (HTTP peek, DNS)"),
+        None => report.line(
+            Status::Degraded,
+            "cgroup v2",
+            "not mounted; cost: no cgroup socket programs (HTTP peek, DNS)",
+        ),
     }
     let bpffs = Path::new("/sys/fs/bpf");
     if mount::is_mounted("bpf", bpffs) {
@@ -224,7 +288,11 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
         Ok(probes) => {
             let n = probes.attached.len();
             drop(probes);
-            report.line(Status::Ok, "programs", format!("{n} programs verified, attached and detached again"));
+            report.line(
+                Status::Ok,
+                "programs",
+                format!("{n} programs verified, attached and detached again"),
+            );
         }
         Err(e) => report.line(Status::Missing, "programs", format!("{e:#}")),
     }

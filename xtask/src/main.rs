@@ -1,1 +1,123 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run and test for conntracer.
+//!
+//! Every command installs what it needs first (`setup`), and is safe to run
+//! twice: rust-src for the toolchain that builds the eBPF crate, bpf-linker,
+//! and the Debian packages the tests use.
+
+mod setup;
+mod test;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test conntracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the build and test prerequisites (idempotent).
+    Setup,
+    /// Build the release binary (target/release/conntracer).
+    Build,
+    /// Build, then run conntracer with the given arguments (needs root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: formatting, lints, unit tests and kernel tests with real traffic.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup => setup::all(),
+        Cmd::Build => {
+            setup::build_prerequisites()?;
+            build_release()
+        }
+        Cmd::Run { args } => {
+            setup::build_prerequisites()?;
+            build_release()?;
+            let status = Command::new("target/release/conntracer")
+                .args(&args)
+                .status()
+                .context("starting target/release/conntracer")?;
+            if !status.success() {
+                bail!("conntracer exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test { no_lint } => test::all(!no_lint),
+    }
+}
+
+fn build_release() -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "tracer",
+        "--bin",
+        "conntracer",
+    ])
+}
+
+/// Runs cargo with the toolchain that runs us.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Lints the eBPF crate for the target it really builds for.
+pub fn clippy_ebpf() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "clippy",
+            "--package",
+            "tracer-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(["--release", "--", "-D", "warnings"])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"",
+        )
+        .status()
+        .context("running clippy on tracer-ebpf")?;
+    if !status.success() {
+        bail!("clippy found problems in tracer-ebpf ({status})");
+    }
+    Ok(())
+}

@@ -69,7 +69,11 @@ impl Connection {
 
     /// When it became usable: established, or the attempt's start if it never was.
     pub fn opened_ns(&self) -> u64 {
-        if self.stats.established_ns != 0 { self.stats.established_ns } else { self.stats.start_ns }
+        if self.stats.established_ns != 0 {
+            self.stats.established_ns
+        } else {
+            self.stats.start_ns
+        }
     }
 
     /// From established (or the attempt) to CLOSE.
@@ -79,7 +83,10 @@ impl Connection {
 
     /// Last send or receive (or opening, when there was none).
     pub fn last_activity_ns(&self) -> u64 {
-        self.stats.last_send_ns.max(self.stats.last_recv_ns).max(self.opened_ns())
+        self.stats
+            .last_send_ns
+            .max(self.stats.last_recv_ns)
+            .max(self.opened_ns())
     }
 
     /// How long it had been idle when it reached CLOSE.
@@ -89,6 +96,7 @@ impl Connection {
 
     /// Idle before the most recent reuse, if it was ever reused.
     pub fn last_reuse_idle(&self) -> Option<Duration> {
-        (self.stats.last_reuse_idle_ns != 0).then(|| Duration::from_nanos(self.stats.last_reuse_idle_ns))
+        (self.stats.last_reuse_idle_ns != 0)
+            .then(|| Duration::from_nanos(self.stats.last_reuse_idle_ns))
     }
 }

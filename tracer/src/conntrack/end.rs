@@ -21,7 +21,9 @@ pub enum EndReason {
     PeerClose,
     ResetReceived,
     /// `reason`: `enum sk_rst_reason` value, on kernels that report it.
-    ResetSent { reason: Option<u32> },
+    ResetSent {
+        reason: Option<u32>,
+    },
     ConnectRefused,
     ConnectTimeout,
 }
@@ -75,33 +77,56 @@ mod tests {
     use super::*;
 
     fn stats(bits: u32) -> ConnStats {
-        ConnStats { flags: bits, ..ConnStats::default() }
+        ConnStats {
+            flags: bits,
+            ..ConnStats::default()
+        }
     }
 
     #[test]
     fn refused_connect() {
-        assert_eq!(EndReason::from_stats(&stats(flags::RST_IN | flags::CLOSED)), EndReason::ConnectRefused);
-        let s = ConnStats { sk_err: ECONNREFUSED, ..stats(flags::CLOSED) };
+        assert_eq!(
+            EndReason::from_stats(&stats(flags::RST_IN | flags::CLOSED)),
+            EndReason::ConnectRefused
+        );
+        let s = ConnStats {
+            sk_err: ECONNREFUSED,
+            ..stats(flags::CLOSED)
+        };
         assert_eq!(EndReason::from_stats(&s), EndReason::ConnectRefused);
     }
 
     #[test]
     fn timed_out_connect() {
-        let s = ConnStats { sk_err: ETIMEDOUT, ..stats(flags::CLOSED) };
+        let s = ConnStats {
+            sk_err: ETIMEDOUT,
+            ..stats(flags::CLOSED)
+        };
         assert_eq!(EndReason::from_stats(&s), EndReason::ConnectTimeout);
     }
 
     #[test]
     fn abandoned_connect_is_local() {
-        assert_eq!(EndReason::from_stats(&stats(flags::CLOSED)), EndReason::LocalClose);
+        assert_eq!(
+            EndReason::from_stats(&stats(flags::CLOSED)),
+            EndReason::LocalClose
+        );
     }
 
     #[test]
     fn first_fin_decides() {
         let est = flags::ESTABLISHED | flags::CLOSED | flags::FIN_IN | flags::FIN_OUT;
-        let peer_first = ConnStats { fin_in_ns: 10, fin_out_ns: 20, ..stats(est) };
+        let peer_first = ConnStats {
+            fin_in_ns: 10,
+            fin_out_ns: 20,
+            ..stats(est)
+        };
         assert_eq!(EndReason::from_stats(&peer_first), EndReason::PeerClose);
-        let local_first = ConnStats { fin_in_ns: 30, fin_out_ns: 20, ..stats(est) };
+        let local_first = ConnStats {
+            fin_in_ns: 30,
+            fin_out_ns: 20,
+            ..stats(est)
+        };
         assert_eq!(EndReason::from_stats(&local_first), EndReason::LocalClose);
         let only_peer = stats(flags::ESTABLISHED | flags::FIN_IN);
         assert_eq!(EndReason::from_stats(&only_peer), EndReason::PeerClose);
@@ -125,9 +150,15 @@ mod tests {
             rst_reason: 12,
             ..stats(flags::ESTABLISHED | flags::RST_OUT | flags::RST_REASON)
         };
-        assert_eq!(EndReason::from_stats(&with), EndReason::ResetSent { reason: Some(12) });
+        assert_eq!(
+            EndReason::from_stats(&with),
+            EndReason::ResetSent { reason: Some(12) }
+        );
         let without = stats(flags::ESTABLISHED | flags::RST_OUT);
-        assert_eq!(EndReason::from_stats(&without), EndReason::ResetSent { reason: None });
+        assert_eq!(
+            EndReason::from_stats(&without),
+            EndReason::ResetSent { reason: None }
+        );
         assert!(!EndReason::from_stats(&without).by_peer());
     }
 }

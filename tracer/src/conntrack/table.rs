@@ -28,7 +28,12 @@ pub struct ConnectionTable {
 
 impl ConnectionTable {
     pub fn new(capacity: usize) -> Self {
-        Self { open: HashMap::new(), next_id: 1, capacity: capacity.max(1), evicted: 0 }
+        Self {
+            open: HashMap::new(),
+            next_id: 1,
+            capacity: capacity.max(1),
+            evicted: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -77,15 +82,27 @@ impl ConnectionTable {
         if !self.open.contains_key(&ev.sock) && self.open.len() >= self.capacity {
             self.evict_one();
         }
-        let id = if self.open.contains_key(&ev.sock) { 0 } else { self.allocate_id() };
-        let conn = self.open.entry(ev.sock).or_insert_with(|| Connection::from_event(id, ev));
+        let id = if self.open.contains_key(&ev.sock) {
+            0
+        } else {
+            self.allocate_id()
+        };
+        let conn = self
+            .open
+            .entry(ev.sock)
+            .or_insert_with(|| Connection::from_event(id, ev));
         conn.update(ev);
         conn
     }
 
     /// Drops the connection idle the longest.
     fn evict_one(&mut self) {
-        if let Some(sock) = self.open.iter().min_by_key(|(_, c)| c.last_activity_ns()).map(|(s, _)| *s) {
+        if let Some(sock) = self
+            .open
+            .iter()
+            .min_by_key(|(_, c)| c.last_activity_ns())
+            .map(|(s, _)| *s)
+        {
             self.open.remove(&sock);
             self.evicted += 1;
         }

@@ -129,8 +129,16 @@ fn addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
             IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
         }
     };
-    let family = if t.family == AF_INET6 { Family::Ipv6 } else { Family::Ipv4 };
-    (family, SocketAddr::new(ip(&t.saddr), t.sport), SocketAddr::new(ip(&t.daddr), t.dport))
+    let family = if t.family == AF_INET6 {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    (
+        family,
+        SocketAddr::new(ip(&t.saddr), t.sport),
+        SocketAddr::new(ip(&t.daddr), t.dport),
+    )
 }
 
 /// Names for the `event` field of trace output and for `--event` filters.

@@ -14,7 +14,11 @@ pub enum BtfError {
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member `{member}` (looking for `{path}`)")]
-    NoMember { strukt: String, member: String, path: String },
+    NoMember {
+        strukt: String,
+        member: String,
+        path: String,
+    },
     #[error("kernel BTF: `{0}` is a bitfield or too far into the struct to read")]
     Unreadable(String),
 }
@@ -27,7 +31,10 @@ impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self, BtfError> {
         Btf::from_file(path)
             .map(|btf| Self { btf })
-            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })
+            .map_err(|source| BtfError::Read {
+                path: path.display().to_string(),
+                source,
+            })
     }
 
     /// Byte offset of `path` (`member.member...`) inside `struct strukt`.
@@ -37,18 +44,18 @@ impl KernelBtf {
         let mut current_name = strukt.to_owned();
         let mut bits = 0u32;
         for component in path.split('.') {
-            let (offset, member_type) = self
-                .find_member(&current, component)?
-                .ok_or_else(|| BtfError::NoMember {
-                    strukt: current_name.clone(),
-                    member: component.to_owned(),
-                    path: format!("{strukt}.{path}"),
-                })?;
+            let (offset, member_type) =
+                self.find_member(&current, component)?
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: current_name.clone(),
+                        member: component.to_owned(),
+                        path: format!("{strukt}.{path}"),
+                    })?;
             bits += offset;
             current_name = component.to_owned();
             current = member_type;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Unreadable(format!("{strukt}.{path}")));
         }
         Ok(bits / 8)
@@ -89,7 +96,9 @@ impl KernelBtf {
         };
         for member in members {
             let member_name = self.btf.resolve_name(member).unwrap_or_default();
-            let Ok(member_type) = self.btf.resolve_chained_type(member) else { continue };
+            let Ok(member_type) = self.btf.resolve_chained_type(member) else {
+                continue;
+            };
             let member_type = self.peel(member_type);
             if member_name == name {
                 if member.bitfield_size().is_some_and(|size| size != 0) {

@@ -57,7 +57,12 @@ impl TracepointFormat {
                 }
             }
         }
-        Ok(Self { name: name.ok_or(FormatError::MissingName)?, id, fields, print_fmt })
+        Ok(Self {
+            name: name.ok_or(FormatError::MissingName)?,
+            id,
+            fields,
+            print_fmt,
+        })
     }
 
     pub fn field(&self, name: &str) -> Option<&FormatField> {
@@ -68,7 +73,9 @@ impl TracepointFormat {
     /// in the print format: how the kernel itself names an enum field's values.
     pub fn symbolic_values(&self, field: &str) -> BTreeMap<u64, String> {
         let marker = format!("__print_symbolic(REC->{field},");
-        let Some(start) = self.print_fmt.find(&marker) else { return BTreeMap::new() };
+        let Some(start) = self.print_fmt.find(&marker) else {
+            return BTreeMap::new();
+        };
         let mut table = BTreeMap::new();
         let mut rest = &self.print_fmt[start + marker.len()..];
         // Entries look like `{ 12, "TCP_ABORT_ON_LINGER" }`; the call ends at the first `)`
@@ -77,7 +84,9 @@ impl TracepointFormat {
             if rest.as_bytes()[open] == b')' {
                 break;
             }
-            let Some(close) = rest[open..].find('}') else { break };
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
             let entry = &rest[open + 1..open + close];
             if let Some((value, label)) = entry.split_once(',') {
                 let label = label.trim().trim_matches('"');
@@ -98,7 +107,7 @@ fn parse_c_int(text: &str) -> Result<u64, std::num::ParseIntError> {
     }
 }
 
-/// `field:const void * skaddr;	offset:8;	size:8;	signed:0;`
+/// `field:const void * skaddr;<TAB>offset:8;<TAB>size:8;<TAB>signed:0;`
 fn parse_field(line: &str) -> Option<FormatField> {
     let mut parts = line.split(';').map(str::trim);
     let decl = parts.next()?.strip_prefix("field:")?.trim();

@@ -12,9 +12,17 @@ use super::format::TracepointFormat;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     #[error("tracepoint {tracepoint} has no field `{field}` on this kernel")]
-    MissingField { tracepoint: String, field: &'static str },
+    MissingField {
+        tracepoint: String,
+        field: &'static str,
+    },
     #[error("tracepoint {tracepoint}: field `{field}` is {size} bytes, expected {expected:?}")]
-    UnexpectedSize { tracepoint: String, field: &'static str, size: u16, expected: &'static [u16] },
+    UnexpectedSize {
+        tracepoint: String,
+        field: &'static str,
+        size: u16,
+        expected: &'static [u16],
+    },
 }
 
 struct Reader<'a> {
@@ -23,16 +31,26 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn missing(&self, field: &'static str) -> LayoutError {
-        LayoutError::MissingField { tracepoint: self.format.name.clone(), field }
+        LayoutError::MissingField {
+            tracepoint: self.format.name.clone(),
+            field,
+        }
     }
 
     /// A required field whose size is one of `sizes`.
     fn field(&self, name: &'static str, sizes: &'static [u16]) -> Result<Field, LayoutError> {
-        self.optional(name, sizes)?.ok_or_else(|| self.missing(name))
+        self.optional(name, sizes)?
+            .ok_or_else(|| self.missing(name))
     }
 
-    fn optional(&self, name: &'static str, sizes: &'static [u16]) -> Result<Option<Field>, LayoutError> {
-        let Some(f) = self.format.field(name) else { return Ok(None) };
+    fn optional(
+        &self,
+        name: &'static str,
+        sizes: &'static [u16],
+    ) -> Result<Option<Field>, LayoutError> {
+        let Some(f) = self.format.field(name) else {
+            return Ok(None);
+        };
         if !sizes.contains(&f.size) {
             return Err(LayoutError::UnexpectedSize {
                 tracepoint: self.format.name.clone(),
@@ -41,12 +59,18 @@ impl Reader<'_> {
                 expected: sizes,
             });
         }
-        Ok(Some(Field { offset: f.offset, size: f.size }))
+        Ok(Some(Field {
+            offset: f.offset,
+            size: f.size,
+        }))
     }
 
     /// Addresses as separate fields, or (tcp_send_reset since 6.10) as two sockaddrs.
     fn tuple(&self) -> Result<TupleLayout, LayoutError> {
-        let saddr = self.format.field("saddr").ok_or_else(|| self.missing("saddr"))?;
+        let saddr = self
+            .format
+            .field("saddr")
+            .ok_or_else(|| self.missing("saddr"))?;
         if saddr.size == 28 {
             return Ok(TupleLayout {
                 encoding: AddrEncoding::Sockaddr as u16,
@@ -84,7 +108,10 @@ pub fn state_change(format: &TracepointFormat) -> Result<StateChangeLayout, Layo
 /// `tcp:tcp_receive_reset`, `tcp:tcp_destroy_sock`.
 pub fn sock(format: &TracepointFormat) -> Result<SockLayout, LayoutError> {
     let r = Reader { format };
-    Ok(SockLayout { skaddr: r.field("skaddr", &[8])?, tuple: r.tuple()? })
+    Ok(SockLayout {
+        skaddr: r.field("skaddr", &[8])?,
+        tuple: r.tuple()?,
+    })
 }
 
 /// `tcp:tcp_send_reset`; `reason` exists since 6.10.

@@ -9,9 +9,19 @@ pub fn mount_pseudo_fs(fstype: &str, target: &Path) -> io::Result<()> {
     let target_c = CString::new(target.as_os_str().as_bytes())?;
     // SAFETY: all pointers are valid NUL-terminated strings for the call's duration.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target_c.as_ptr(), fstype_c.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype_c.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether `path` is a mount point of filesystem type `fstype` per /proc/self/mounts.

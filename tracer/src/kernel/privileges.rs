@@ -72,6 +72,9 @@ impl Capabilities {
         if self.can_trace() {
             return Vec::new();
         }
-        [CAP_BPF, CAP_PERFMON].into_iter().filter(|c| !self.has(*c)).collect()
+        [CAP_BPF, CAP_PERFMON]
+            .into_iter()
+            .filter(|c| !self.has(*c))
+            .collect()
     }
 }

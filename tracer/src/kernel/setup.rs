@@ -15,7 +15,11 @@ use crate::probes::spec::{PROBES, ProbeSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("required tracepoint {tracepoint} ({program}): {source}")]
-    RequiredTracepoint { tracepoint: &'static str, program: &'static str, source: TracefsError },
+    RequiredTracepoint {
+        tracepoint: &'static str,
+        program: &'static str,
+        source: TracefsError,
+    },
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(transparent)]
@@ -46,7 +50,10 @@ impl std::fmt::Debug for ProbeSpec {
 
 impl KernelSetup {
     pub fn resolve(tracefs: &Tracefs, btf: &KernelBtf) -> Result<Self, SetupError> {
-        let mut config = ProbeConfig { kernel: btf.kernel_offsets()?, ..ProbeConfig::default() };
+        let mut config = ProbeConfig {
+            kernel: btf.kernel_offsets()?,
+            ..ProbeConfig::default()
+        };
         let mut available = Vec::new();
         let mut unavailable = Vec::new();
         let mut reset_reasons = BTreeMap::new();
@@ -61,19 +68,30 @@ impl KernelSetup {
                     });
                 }
                 Err(e) => {
-                    unavailable.push(Unavailable { spec, reason: e.to_string() });
+                    unavailable.push(Unavailable {
+                        spec,
+                        reason: e.to_string(),
+                    });
                     continue;
                 }
             };
             match (spec.configure)(&format, &mut config) {
                 Ok(()) => available.push(spec),
                 Err(e) if spec.required => return Err(e.into()),
-                Err(e) => unavailable.push(Unavailable { spec, reason: e.to_string() }),
+                Err(e) => unavailable.push(Unavailable {
+                    spec,
+                    reason: e.to_string(),
+                }),
             }
             if spec.tracepoint == "tcp/tcp_send_reset" {
                 reset_reasons = format.symbolic_values("reason");
             }
         }
-        Ok(Self { config, available, unavailable, reset_reasons })
+        Ok(Self {
+            config,
+            available,
+            unavailable,
+            reset_reasons,
+        })
     }
 }

@@ -37,7 +37,10 @@ pub struct Tracefs {
 
 impl Tracefs {
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), mounted_by_us: false }
+        Self {
+            root: root.into(),
+            mounted_by_us: false,
+        }
     }
 
     /// The live tracefs, mounting it when nothing is mounted and we may.
@@ -47,7 +50,10 @@ impl Tracefs {
         }
         mount_tracefs(Path::new(MOUNT_POINTS[0])).map_err(TracefsError::NotMounted)?;
         tracing::info!("mounted tracefs on {}", MOUNT_POINTS[0]);
-        Ok(Self { root: MOUNT_POINTS[0].into(), mounted_by_us: true })
+        Ok(Self {
+            root: MOUNT_POINTS[0].into(),
+            mounted_by_us: true,
+        })
     }
 
     /// The live tracefs if it is mounted.
@@ -56,7 +62,7 @@ impl Tracefs {
             .iter()
             .map(Path::new)
             .find(|p| p.join("events").is_dir())
-            .map(|p| Self::at(p))
+            .map(Self::at)
     }
 
     pub fn root(&self) -> &Path {
@@ -72,11 +78,16 @@ impl Tracefs {
                 return Err(TracefsError::MissingTracepoint(tracepoint.to_owned()));
             }
             Err(source) => {
-                return Err(TracefsError::Read { path: path.display().to_string(), source });
+                return Err(TracefsError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
             }
         };
-        TracepointFormat::parse(&text)
-            .map_err(|source| TracefsError::Parse { path: path.display().to_string(), source })
+        TracepointFormat::parse(&text).map_err(|source| TracefsError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }
 

@@ -22,19 +22,29 @@ impl PodName {
     /// From an `ip netns` name.
     pub fn from_netns_name(name: &str) -> Self {
         match name.split_once('.') {
-            Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => {
-                Self { namespace: namespace.to_owned(), pod: pod.to_owned() }
-            }
-            _ => Self { namespace: "default".to_owned(), pod: name.to_owned() },
+            Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => Self {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
+            },
+            _ => Self {
+                namespace: "default".to_owned(),
+                pod: name.to_owned(),
+            },
         }
     }
 
     pub fn host() -> Self {
-        Self { namespace: String::new(), pod: "host".to_owned() }
+        Self {
+            namespace: String::new(),
+            pod: "host".to_owned(),
+        }
     }
 
     pub fn unnamed(inode: u32) -> Self {
-        Self { namespace: String::new(), pod: format!("netns-{inode}") }
+        Self {
+            namespace: String::new(),
+            pod: format!("netns-{inode}"),
+        }
     }
 
     /// `namespace/pod`, or just `pod` without a namespace.
@@ -78,7 +88,10 @@ impl PodResolver {
         if let Some(name) = self.names.get(&inode) {
             return name.clone();
         }
-        if self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan) {
+        if self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
             self.rescan();
             if let Some(name) = self.names.get(&inode) {
                 return name.clone();
@@ -102,7 +115,9 @@ impl Default for PodResolver {
 
 /// Inode of every named namespace in `dir` (bind mounts of nsfs files).
 fn scan(dir: &Path) -> HashMap<u32, PodName> {
-    let Ok(entries) = fs::read_dir(dir) else { return HashMap::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return HashMap::new();
+    };
     entries
         .flatten()
         .filter_map(|entry| {
@@ -126,16 +141,25 @@ mod tests {
     fn netns_names_map_to_pods() {
         assert_eq!(
             PodName::from_netns_name("shop.cart-7d9f"),
-            PodName { namespace: "shop".into(), pod: "cart-7d9f".into() }
+            PodName {
+                namespace: "shop".into(),
+                pod: "cart-7d9f".into()
+            }
         );
         // Pod names may contain dots; namespaces cannot.
         assert_eq!(
             PodName::from_netns_name("shop.cart.v2"),
-            PodName { namespace: "shop".into(), pod: "cart.v2".into() }
+            PodName {
+                namespace: "shop".into(),
+                pod: "cart.v2".into()
+            }
         );
         assert_eq!(
             PodName::from_netns_name("client"),
-            PodName { namespace: "default".into(), pod: "client".into() }
+            PodName {
+                namespace: "default".into(),
+                pod: "client".into()
+            }
         );
         assert_eq!(PodName::from_netns_name(".x").namespace, "default");
     }

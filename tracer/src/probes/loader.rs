@@ -57,17 +57,27 @@ pub enum LoadError {
     #[error("loading the eBPF object failed: {0}")]
     Load(#[source] EbpfError),
     #[error("program {program} (tracepoint {tracepoint}): {source}")]
-    Program { program: &'static str, tracepoint: &'static str, source: ProgramError },
+    Program {
+        program: &'static str,
+        tracepoint: &'static str,
+        source: ProgramError,
+    },
     #[error("program {0} is missing from the eBPF object (stale build?)")]
     MissingProgram(&'static str),
     #[error("map {0} is missing from the eBPF object (stale build?)")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 fn describe(caps: &[Capability]) -> String {
-    caps.iter().map(|c| format!("{} ({})", c.name, c.why)).collect::<Vec<_>>().join(", ")
+    caps.iter()
+        .map(|c| format!("{} ({})", c.name, c.why))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A program attached to its tracepoint.
@@ -112,7 +122,12 @@ impl Probes {
         let mut attached = Vec::new();
         for spec in &setup.available {
             let program_id = attach(&mut ebpf, spec)?;
-            tracing::debug!(program = spec.program, tracepoint = spec.tracepoint, program_id, "attached");
+            tracing::debug!(
+                program = spec.program,
+                tracepoint = spec.tracepoint,
+                program_id,
+                "attached"
+            );
             attached.push(AttachedProbe { spec, program_id });
         }
         Ok(Self { ebpf, attached })
@@ -120,14 +135,26 @@ impl Probes {
 
     /// The event ring buffer (can be taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })
     }
 
     /// The per-CPU loss counters (can be taken once).
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
-        let map = self.ebpf.take_map("COUNTERS").ok_or(LoadError::MissingMap("COUNTERS"))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map { name: "COUNTERS", source })
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or(LoadError::MissingMap("COUNTERS"))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+            name: "COUNTERS",
+            source,
+        })
     }
 
     pub fn program_ids(&self) -> Vec<u32> {
@@ -136,7 +163,11 @@ impl Probes {
 }
 
 fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
-    let fail = |source| LoadError::Program { program: spec.program, tracepoint: spec.tracepoint, source };
+    let fail = |source| LoadError::Program {
+        program: spec.program,
+        tracepoint: spec.tracepoint,
+        source,
+    };
     let program: &mut TracePoint = ebpf
         .program_mut(spec.program)
         .ok_or(LoadError::MissingProgram(spec.program))?
@@ -151,7 +182,10 @@ fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
 /// Before Linux 5.11 BPF memory counted against RLIMIT_MEMLOCK; since then it
 /// is charged to the memory cgroup, so failing here is harmless on new kernels.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!(

@@ -26,7 +26,11 @@ impl EventReader {
         // AsyncFd owns the ring buffer, so the fd stays open and the same.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Self { ring, tick, malformed: 0 })
+        Ok(Self {
+            ring,
+            tick,
+            malformed: 0,
+        })
     }
 
     /// Waits for the next timer tick or a forced wake-up.

@@ -22,7 +22,9 @@ pub struct ProbeSpec {
 
 impl ProbeSpec {
     pub fn system_and_event(&self) -> (&'static str, &'static str) {
-        self.tracepoint.split_once('/').expect("spec tracepoints are system/event")
+        self.tracepoint
+            .split_once('/')
+            .expect("spec tracepoints are system/event")
     }
 }
 
@@ -32,41 +34,59 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "sock/inet_sock_set_state",
         required: true,
         cost: "no connection tracking at all",
-        configure: |f, c| Ok(c.state_change = layouts::state_change(f)?),
+        configure: |f, c| {
+            c.state_change = layouts::state_change(f)?;
+            Ok(())
+        },
     },
     ProbeSpec {
         program: "ct_destroy",
         tracepoint: "tcp/tcp_destroy_sock",
         required: true,
         cost: "connections are never reported closed",
-        configure: |f, c| Ok(c.destroy_sock = layouts::sock(f)?),
+        configure: |f, c| {
+            c.destroy_sock = layouts::sock(f)?;
+            Ok(())
+        },
     },
     ProbeSpec {
         program: "ct_rst_rx",
         tracepoint: "tcp/tcp_receive_reset",
         required: false,
         cost: "resets received are not seen: peer resets look like plain closes",
-        configure: |f, c| Ok(c.receive_reset = layouts::sock(f)?),
+        configure: |f, c| {
+            c.receive_reset = layouts::sock(f)?;
+            Ok(())
+        },
     },
     ProbeSpec {
         program: "ct_rst_tx",
         tracepoint: "tcp/tcp_send_reset",
         required: false,
         cost: "resets sent are not seen (refused connects, SO_LINGER 0 aborts)",
-        configure: |f, c| Ok(c.send_reset = layouts::send_reset(f)?),
+        configure: |f, c| {
+            c.send_reset = layouts::send_reset(f)?;
+            Ok(())
+        },
     },
     ProbeSpec {
         program: "ct_send_len",
         tracepoint: "sock/sock_send_length",
         required: false,
         cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
-        configure: |f, c| Ok(c.send_length = layouts::msg_length(f)?),
+        configure: |f, c| {
+            c.send_length = layouts::msg_length(f)?;
+            Ok(())
+        },
     },
     ProbeSpec {
         program: "ct_recv_len",
         tracepoint: "sock/sock_recv_length",
         required: false,
         cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
-        configure: |f, c| Ok(c.recv_length = layouts::msg_length(f)?),
+        configure: |f, c| {
+            c.recv_length = layouts::msg_length(f)?;
+            Ok(())
+        },
     },
 ];

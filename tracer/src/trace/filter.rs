@@ -32,15 +32,25 @@ impl Filter {
 
     pub fn matches(&self, r: &TraceRecord) -> bool {
         let any = |list_empty: bool, hit: bool| list_empty || hit;
-        let endpoints: Vec<SocketAddr> =
-            [&r.local, &r.remote].iter().filter_map(|a| a.parse().ok()).collect();
+        let endpoints: Vec<SocketAddr> = [&r.local, &r.remote]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
         any(self.events.is_empty(), self.events.contains(&r.event))
-            && any(self.namespaces.is_empty(), self.namespaces.contains(&r.namespace))
+            && any(
+                self.namespaces.is_empty(),
+                self.namespaces.contains(&r.namespace),
+            )
             && any(
                 self.pods.is_empty(),
-                self.pods.iter().any(|p| *p == r.pod || *p == format!("{}/{}", r.namespace, r.pod)),
+                self.pods
+                    .iter()
+                    .any(|p| *p == r.pod || *p == format!("{}/{}", r.namespace, r.pod)),
             )
-            && any(self.ports.is_empty(), endpoints.iter().any(|a| self.ports.contains(&a.port())))
+            && any(
+                self.ports.is_empty(),
+                endpoints.iter().any(|a| self.ports.contains(&a.port())),
+            )
             && any(
                 self.addresses.is_empty(),
                 endpoints.iter().any(|a| self.addresses.contains(&a.ip())),

@@ -23,7 +23,12 @@ use record::RecordBuilder;
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut tracer = startup::start(&args.probes)?;
-    let ids: Vec<String> = tracer.probes.program_ids().iter().map(u32::to_string).collect();
+    let ids: Vec<String> = tracer
+        .probes
+        .program_ids()
+        .iter()
+        .map(u32::to_string)
+        .collect();
     eprintln!(
         "conntracer: tracing TCP connections in every network namespace ({} probes attached, program ids {}); Ctrl-C to stop",
         ids.len(),
@@ -79,7 +84,10 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         let lost = CounterTotals::read(&tracer.counters).get(Counter::EventsLost);
         if lost > lost_reported {
-            tracing::warn!("{} events lost: the ring buffer was full (raise --ring-bytes)", lost - lost_reported);
+            tracing::warn!(
+                "{} events lost: the ring buffer was full (raise --ring-bytes)",
+                lost - lost_reported
+            );
             lost_reported = lost;
         }
         if stop {
@@ -106,7 +114,11 @@ struct Sink {
 
 impl Sink {
     fn new(format: Output) -> Self {
-        Self { out: io::BufWriter::new(io::stdout()), format, header_done: false }
+        Self {
+            out: io::BufWriter::new(io::stdout()),
+            format,
+            header_done: false,
+        }
     }
 
     /// `Ok(false)` once stdout is closed.

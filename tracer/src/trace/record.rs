@@ -94,7 +94,10 @@ impl RecordBuilder {
     }
 
     fn reason_name(&self, reason: u32) -> String {
-        self.reset_reasons.get(&u64::from(reason)).cloned().unwrap_or_else(|| reason.to_string())
+        self.reset_reasons
+            .get(&u64::from(reason))
+            .cloned()
+            .unwrap_or_else(|| reason.to_string())
     }
 
     pub fn build(&self, ev: &Event, applied: &Applied, pod: &PodName) -> TraceRecord {
@@ -159,8 +162,8 @@ impl RecordBuilder {
                 record.state = (ev.tcp_state != 0).then(|| tcp::state_name(ev.tcp_state));
             }
             EventKind::Reuse => {
-                record.idle_before_reuse_ms =
-                    (ev.stats.last_reuse_idle_ns != 0).then(|| ms(Duration::from_nanos(ev.stats.last_reuse_idle_ns)));
+                record.idle_before_reuse_ms = (ev.stats.last_reuse_idle_ns != 0)
+                    .then(|| ms(Duration::from_nanos(ev.stats.last_reuse_idle_ns)));
                 record.requests = Some(ev.stats.requests);
             }
             _ => {}
@@ -172,7 +175,10 @@ impl RecordBuilder {
         let s = &conn.stats;
         let end = conn.end.unwrap_or(EndReason::LocalClose);
         record.end = Some(end.as_str());
-        if let EndReason::ResetSent { reason: Some(reason) } = end {
+        if let EndReason::ResetSent {
+            reason: Some(reason),
+        } = end
+        {
             record.reason = Some(self.reason_name(reason));
         }
         record.lifetime_ms = conn.lifetime().map(ms);

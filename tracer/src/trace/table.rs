@@ -8,7 +8,11 @@ pub const HEADER: &str = "TIME             EVENT        POD                     
 
 pub fn line(r: &TraceRecord) -> String {
     let time = r.time.get(11..23).unwrap_or(&r.time); // HH:MM:SS.mmm
-    let pod = if r.namespace.is_empty() { r.pod.clone() } else { format!("{}/{}", r.namespace, r.pod) };
+    let pod = if r.namespace.is_empty() {
+        r.pod.clone()
+    } else {
+        format!("{}/{}", r.namespace, r.pod)
+    };
     format!(
         "{time:<16} {:<12} {pod:<26} {:<7} {:<16} {:<7} {:<24} {:<24} {}",
         r.event,
@@ -66,5 +70,9 @@ fn detail(r: &TraceRecord) -> String {
 }
 
 fn human_ms(ms: f64) -> String {
-    if ms >= 1000.0 { format!("{:.2}s", ms / 1000.0) } else { format!("{ms:.1}ms") }
+    if ms >= 1000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else {
+        format!("{ms:.1}ms")
+    }
 }

@@ -1,0 +1,657 @@
+//! `conntracer trace` against the real kernel: pods are network namespaces
+//! made here, traffic is real TCP between them, and the tracer runs as its
+//! own process with JSON output.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{
+    netns::PodPair,
+    require_root,
+    tracer::{TraceSession, dump, select},
+};
+
+const PORT: u16 = 8080;
+
+fn listen(pair: &PodPair, ip: IpAddr) -> TcpListener {
+    pair.server.run("ct-server", move || {
+        TcpListener::bind(SocketAddr::new(ip, PORT)).expect("bind")
+    })
+}
+
+fn connect(pair: &PodPair, to: SocketAddr) -> std::io::Result<TcpStream> {
+    pair.client.run("ct-client", move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(5))
+    })
+}
+
+fn closes_with_port(events: &[Value], port: u16) -> usize {
+    select(events, "close", |e| {
+        e["remote"].as_str().unwrap().ends_with(&format!(":{port}"))
+    })
+    .len()
+}
+
+fn port_of(addr: &Value) -> u16 {
+    addr.as_str().unwrap().parse::<SocketAddr>().unwrap().port()
+}
+
+/// The close event of the connection whose local address is `local`.
+fn close_at<'a>(events: &'a [Value], local: &SocketAddr) -> &'a Value {
+    let found = select(events, "close", |e| e["local"] == local.to_string());
+    assert_eq!(found.len(), 1, "one close for {local}:\n{}", dump(events));
+    found[0]
+}
+
+fn has_kernel_reset_reasons() -> bool {
+    std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+        .is_ok_and(|f| f.contains(" reason;"))
+}
+
+#[test]
+fn close_started_by_either_side() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let listener = listen(&pair, pair.server_v4);
+    let server_addr = SocketAddr::new(pair.server_v4, PORT);
+
+    // A: the client closes first.
+    let a = connect(&pair, server_addr).unwrap();
+    let (mut a_srv, _) = listener.accept().unwrap();
+    (&a).write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    a_srv.read_exact(&mut buf).unwrap();
+    let a_local = a.local_addr().unwrap();
+    drop(a);
+    assert_eq!(
+        a_srv.read(&mut buf).unwrap(),
+        0,
+        "EOF after the client's FIN"
+    );
+    drop(a_srv);
+
+    // B: the server closes first.
+    let mut b = connect(&pair, server_addr).unwrap();
+    let (b_srv, _) = listener.accept().unwrap();
+    let b_local = b.local_addr().unwrap();
+    b_srv.shutdown(Shutdown::Both).unwrap();
+    drop(b_srv);
+    let mut rest = Vec::new();
+    b.read_to_end(&mut rest).unwrap();
+    drop(b);
+
+    trace.wait_for("4 closes", |ev| {
+        closes_with_port(ev, PORT) == 2 && select(ev, "close", |_| true).len() >= 4
+    });
+    drop(listener);
+    let events = trace.stop();
+
+    let me = std::process::id();
+    for (local, client_end, server_end) in [
+        (a_local, "local_close", "peer_close"),
+        (b_local, "peer_close", "local_close"),
+    ] {
+        let client = close_at(&events, &local);
+        assert_eq!(client["end"], client_end, "{client}");
+        assert_eq!(
+            (client["namespace"].as_str(), client["pod"].as_str()),
+            (Some(pair.namespace.as_str()), Some("client"))
+        );
+        assert_eq!(
+            (client["role"].as_str(), client["comm"].as_str()),
+            (Some("client"), Some("ct-client"))
+        );
+        assert_eq!(client["pid"], me);
+        assert_eq!(client["remote"], server_addr.to_string());
+        assert_eq!(client["family"], "ipv4");
+
+        let server = select(&events, "close", |e| e["remote"] == local.to_string());
+        assert_eq!(server.len(), 1, "{}", dump(&events));
+        let server = server[0];
+        assert_eq!(server["end"], server_end, "{server}");
+        assert_eq!(
+            (server["pod"].as_str(), server["role"].as_str()),
+            (Some("server"), Some("server"))
+        );
+        assert_eq!(
+            server["comm"], "ct-server",
+            "accepted sockets inherit the listener's owner"
+        );
+        assert_eq!(server["local"], server_addr.to_string());
+        assert_ne!(server["netns"], client["netns"]);
+
+        // Opening edges were reported too.
+        assert_eq!(
+            select(&events, "connect", |e| e["local"] == local.to_string()).len(),
+            1
+        );
+        assert_eq!(
+            select(&events, "accept", |e| e["remote"] == local.to_string()).len(),
+            1
+        );
+    }
+    let listens = select(&events, "listen", |e| port_of(&e["local"]) == PORT);
+    assert_eq!(listens.len(), 1, "{}", dump(&events));
+    assert_eq!(
+        (listens[0]["pod"].as_str(), listens[0]["comm"].as_str()),
+        (Some("server"), Some("ct-server"))
+    );
+}
+
+#[test]
+fn refused_connect_and_the_reset_that_refused_it() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let closed_port = SocketAddr::new(pair.server_v4, 9);
+    let err = connect(&pair, closed_port).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    trace.wait_for("refused connect", |ev| {
+        !select(ev, "close", |e| e["end"] == "connect_refused").is_empty()
+            && select(ev, "reset", |_| true).len() >= 2
+    });
+    let events = trace.stop();
+    let close = select(&events, "close", |e| e["remote"] == closed_port.to_string());
+    assert_eq!(close.len(), 1, "{}", dump(&events));
+    assert_eq!(close[0]["end"], "connect_refused");
+    assert_eq!(close[0]["error"], "ECONNREFUSED");
+    assert_eq!(
+        (close[0]["pod"].as_str(), close[0]["comm"].as_str()),
+        (Some("client"), Some("ct-client"))
+    );
+    assert_ne!(port_of(&close[0]["local"]), 0);
+
+    let received = select(&events, "reset", |e| e["side"] == "received");
+    assert_eq!(received.len(), 1, "{}", dump(&events));
+    assert_eq!(
+        (received[0]["pod"].as_str(), received[0]["state"].as_str()),
+        (Some("client"), Some("SYN_SENT"))
+    );
+    assert_eq!(received[0]["remote"], closed_port.to_string());
+    assert_ne!(
+        port_of(&received[0]["local"]),
+        0,
+        "the refused socket's port is known"
+    );
+
+    let sent = select(&events, "reset", |e| e["side"] == "sent");
+    assert_eq!(sent.len(), 1, "{}", dump(&events));
+    assert_eq!(
+        sent[0]["pod"], "server",
+        "a reset with no socket belongs to the receiving pod"
+    );
+    assert_eq!(sent[0]["local"], closed_port.to_string());
+    assert_eq!(sent[0]["remote"], received[0]["local"]);
+    if has_kernel_reset_reasons() {
+        assert_eq!(sent[0]["reason"], "NO_SOCKET");
+    }
+}
+
+#[test]
+fn so_linger_zero_resets_the_connection() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let listener = listen(&pair, pair.server_v4);
+    let client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    (&client).write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).unwrap();
+    let client_local = client.local_addr().unwrap();
+
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket fd and option struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(client);
+    let err = server.read(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    drop(server);
+
+    trace.wait_for("both closes", |ev| {
+        select(ev, "close", |e| {
+            port_of(&e["local"]) == PORT || port_of(&e["remote"]) == PORT
+        })
+        .len()
+            >= 2
+    });
+    drop(listener);
+    let events = trace.stop();
+
+    let c = close_at(&events, &client_local);
+    assert_eq!(c["end"], "reset_sent", "{c}");
+    let s = select(&events, "close", |e| {
+        e["remote"] == client_local.to_string()
+    });
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0]["end"], "reset_received", "{}", s[0]);
+
+    let sent = select(&events, "reset", |e| {
+        e["side"] == "sent" && e["local"] == client_local.to_string()
+    });
+    assert_eq!(sent.len(), 1, "{}", dump(&events));
+    assert_eq!(sent[0]["pod"], "client");
+    let received = select(&events, "reset", |e| {
+        e["side"] == "received" && e["remote"] == client_local.to_string()
+    });
+    assert_eq!(received.len(), 1, "{}", dump(&events));
+    assert_eq!(
+        (received[0]["pod"].as_str(), received[0]["state"].as_str()),
+        (Some("server"), Some("ESTABLISHED"))
+    );
+    if has_kernel_reset_reasons() {
+        // tcp_disconnect() names the state it aborted from.
+        assert_eq!(sent[0]["reason"], "TCP_STATE", "{}", sent[0]);
+        assert_eq!(c["reason"], sent[0]["reason"]);
+    }
+}
+
+#[test]
+fn ipv6_connections() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace, "--port", &PORT.to_string()]);
+    let listener = listen(&pair, pair.server_v6);
+    let server_addr = SocketAddr::new(pair.server_v6, PORT);
+    let client = connect(&pair, server_addr).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    (&client).write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+    let client_local = client.local_addr().unwrap();
+    drop(client);
+    assert_eq!(server.read(&mut buf).unwrap(), 0);
+    drop(server);
+    trace.wait_for("v6 closes", |ev| select(ev, "close", |_| true).len() >= 2);
+    drop(listener);
+    let events = trace.stop();
+
+    let c = close_at(&events, &client_local);
+    assert_eq!(c["family"], "ipv6");
+    assert_eq!(c["end"], "local_close");
+    assert_eq!(c["remote"], format!("[{}]:{PORT}", pair.server_v6));
+    assert!(
+        c["local"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{}]:", pair.client_v6))
+    );
+    assert_eq!(
+        (c["tx_bytes"].as_u64(), c["requests"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let s = select(&events, "close", |e| {
+        e["remote"] == client_local.to_string()
+    });
+    assert_eq!(s[0]["end"], "peer_close");
+    assert_eq!(s[0]["rx_bytes"], 4);
+}
+
+#[test]
+fn keep_alive_requests_idle_times_and_lifetime() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&[
+        "--namespace",
+        &pair.namespace,
+        "--reuse-event-min-idle",
+        "100ms",
+    ]);
+    let listener = listen(&pair, pair.server_v4);
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 10];
+        while conn.read_exact(&mut request).is_ok() {
+            conn.write_all(&[b'r'; 100]).unwrap();
+        }
+    });
+
+    let gaps = [Duration::from_millis(300), Duration::from_millis(700)];
+    let idle_before_close = Duration::from_millis(400);
+    let mut client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+    let opened = Instant::now();
+    let mut response = [0u8; 100];
+    for gap in [Duration::ZERO, gaps[0], gaps[1]] {
+        thread::sleep(gap);
+        client.write_all(&[b'q'; 10]).unwrap();
+        client.read_exact(&mut response).unwrap();
+    }
+    thread::sleep(idle_before_close);
+    let client_local = client.local_addr().unwrap();
+    drop(client);
+    let lifetime = opened.elapsed();
+    server.join().unwrap();
+
+    trace.wait_for("client close", |ev| {
+        !select(ev, "close", |e| e["local"] == client_local.to_string()).is_empty()
+    });
+    let events = trace.stop();
+    let c = close_at(&events, &client_local);
+    assert_eq!(c["requests"], 3, "{c}");
+    assert_eq!(
+        (c["tx_bytes"].as_u64(), c["rx_bytes"].as_u64()),
+        (Some(30), Some(300)),
+        "{c}"
+    );
+    assert_eq!(c["tx_msgs"], 3);
+
+    let truth_ms = lifetime.as_secs_f64() * 1e3;
+    let seen_ms = c["lifetime_ms"].as_f64().unwrap();
+    assert!(
+        (seen_ms - truth_ms).abs() <= truth_ms * 0.05,
+        "lifetime {seen_ms} ms vs {truth_ms} ms measured"
+    );
+    let idle_ms = c["idle_ms"].as_f64().unwrap();
+    let want = idle_before_close.as_secs_f64() * 1e3;
+    assert!(
+        (idle_ms - want).abs() <= want * 0.1,
+        "idle at close {idle_ms} ms, slept {want} ms"
+    );
+
+    let reuses = select(&events, "reuse", |e| e["local"] == client_local.to_string());
+    assert_eq!(reuses.len(), 2, "{}", dump(&events));
+    for (reuse, gap) in reuses.iter().zip(gaps) {
+        let seen = reuse["idle_before_reuse_ms"].as_f64().unwrap();
+        let want = gap.as_secs_f64() * 1e3;
+        assert!(
+            (seen - want).abs() <= want * 0.1,
+            "idle before reuse {seen} ms, slept {want} ms"
+        );
+    }
+    assert_eq!(reuses[1]["requests"], 3);
+    let max = c["max_idle_before_reuse_ms"].as_f64().unwrap();
+    assert_eq!(max, reuses[1]["idle_before_reuse_ms"].as_f64().unwrap());
+
+    // The server answered three requests, each a send after a receive.
+    let s = select(&events, "close", |e| {
+        e["remote"] == client_local.to_string()
+    });
+    assert_eq!(
+        (s[0]["requests"].as_u64(), s[0]["tx_bytes"].as_u64()),
+        (Some(3), Some(300))
+    );
+}
+
+#[test]
+fn parallel_pods_get_their_own_labels_and_filters_apply() {
+    require_root();
+    let pairs = [PodPair::new(), PodPair::new()];
+    let both = TraceSession::start(&[
+        "--namespace",
+        &pairs[0].namespace,
+        "--namespace",
+        &pairs[1].namespace,
+    ]);
+    let only_client_closes = TraceSession::start(&[
+        "--pod",
+        &format!("{}/client", pairs[0].namespace),
+        "--event",
+        "close",
+        "--comm",
+        "ct-client",
+    ]);
+
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|scope| {
+        for pair in &pairs {
+            let tx = tx.clone();
+            scope.spawn(move || {
+                let listener = listen(pair, pair.server_v4);
+                for _ in 0..3 {
+                    let client = connect(pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+                    let (server, _) = listener.accept().unwrap();
+                    tx.send((pair.namespace.clone(), client.local_addr().unwrap()))
+                        .unwrap();
+                    drop(client);
+                    drop(server);
+                }
+            });
+        }
+    });
+    drop(tx);
+    let made: Vec<(String, SocketAddr)> = rx.iter().collect();
+    assert_eq!(made.len(), 6);
+
+    both.wait_for("12 closes", |ev| {
+        select(ev, "close", |e| {
+            port_of(&e["local"]) == PORT || port_of(&e["remote"]) == PORT
+        })
+        .len()
+            >= 12
+    });
+    let events = both.stop();
+    for (namespace, local) in &made {
+        let c = close_at(&events, local);
+        assert_eq!(
+            (c["namespace"].as_str(), c["pod"].as_str()),
+            (Some(namespace.as_str()), Some("client")),
+            "{c}"
+        );
+        let s = select(&events, "close", |e| e["remote"] == local.to_string());
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0]["namespace"].as_str(), s[0]["pod"].as_str()),
+            (Some(namespace.as_str()), Some("server"))
+        );
+    }
+
+    only_client_closes.wait_for("3 client closes", |ev| ev.len() >= 3);
+    let filtered = only_client_closes.stop();
+    assert_eq!(filtered.len(), 3, "{}", dump(&filtered));
+    for e in &filtered {
+        assert_eq!(
+            (e["event"].as_str(), e["pod"].as_str()),
+            (Some("close"), Some("client"))
+        );
+        assert_eq!(e["namespace"], pairs[0].namespace);
+        assert_eq!(e["comm"], "ct-client");
+    }
+}
+
+#[test]
+fn json_fields_are_complete_and_typed() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace, "--port", &PORT.to_string()]);
+    let listener = listen(&pair, pair.server_v4);
+    let client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    drop(client);
+    drop(server);
+    trace.wait_for("closes", |ev| select(ev, "close", |_| true).len() >= 2);
+    let mut trace = trace;
+    let events = trace.stop_with(libc::SIGTERM);
+    let close = &select(&events, "close", |e| e["role"] == "client")[0];
+    for field in [
+        "time",
+        "event",
+        "namespace",
+        "pod",
+        "comm",
+        "role",
+        "family",
+        "local",
+        "remote",
+        "end",
+    ] {
+        assert!(close[field].is_string(), "{field} in {close}");
+    }
+    for field in ["netns", "pid", "uid", "tx_bytes", "rx_bytes", "requests"] {
+        assert!(close[field].is_u64(), "{field} in {close}");
+    }
+    for field in ["lifetime_ms", "idle_ms"] {
+        assert!(close[field].is_number(), "{field} in {close}");
+    }
+    let time = close["time"].as_str().unwrap();
+    humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("time {time}: {e}"));
+    assert_eq!(
+        time.len(),
+        "2026-01-01T00:00:00.000000000Z".len(),
+        "nanosecond precision: {time}"
+    );
+}
+
+#[test]
+fn duration_ends_the_session_and_detaches_everything() {
+    require_root();
+    let trace = TraceSession::start(&["--duration", "2s", "--namespace", "nothing-here"]);
+    let started = Instant::now();
+    let events = trace.wait_exit(Duration::from_secs(15));
+    assert!(events.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn a_full_ring_buffer_loses_events_and_counts_them() {
+    require_root();
+    let pair = PodPair::new();
+    // One page of ring buffer holds about a dozen events.
+    let mut trace = TraceSession::start(&["--namespace", &pair.namespace, "--ring-bytes", "4096"]);
+    let listener = listen(&pair, pair.server_v4);
+    // Freeze the reader so nothing drains while 40 connections come and go.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(trace.pid(), libc::SIGSTOP) };
+    const CONNECTIONS: usize = 40;
+    for _ in 0..CONNECTIONS {
+        let client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        drop(client);
+        drop(server);
+    }
+    unsafe { libc::kill(trace.pid(), libc::SIGCONT) };
+    drop(listener);
+    thread::sleep(Duration::from_millis(300));
+    let events = trace.stop_with(libc::SIGINT);
+    let summary = trace
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("detaching; events lost: "))
+        .expect("exit summary on stderr");
+    let lost: usize = summary
+        .split("events lost: ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Each connection makes at least connect, accept and two closes.
+    assert!(lost > 0, "{summary}");
+    assert!(
+        events.len() + lost >= 4 * CONNECTIONS,
+        "{} shown + {lost} lost",
+        events.len()
+    );
+    assert!(events.len() < 4 * CONNECTIONS);
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args(["trace", "--ring-bytes", "5000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ring buffer size 5000 must be a power of two"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args(["trace", "--event", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("invalid value 'nonsense' for '--event <KIND>'")
+    );
+}
+
+/// Runs conntracer as root with every capability dropped.
+fn without_capabilities(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_conntracer"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+#[test]
+fn missing_privileges_name_the_capabilities() {
+    require_root();
+    let out = without_capabilities(&["trace", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing privileges: CAP_BPF"), "{stderr}");
+    assert!(stderr.contains("CAP_PERFMON"), "{stderr}");
+
+    let out = without_capabilities(&["check", "--load", "false"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check fails when the tracer cannot run"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("MISSING") && l.contains("CAP_BPF")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("conntracer cannot run here"), "{stdout}");
+}
+
+#[test]
+fn check_passes_here_and_loads_the_programs() {
+    require_root();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("sock/inet_sock_set_state")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("programs verified, attached and detached")),
+        "{stdout}"
+    );
+}
