@@ -130,6 +130,9 @@ pub struct ConnStats {
     /// Idle time before the most recent reuse (send after a receive).
     pub last_reuse_idle_ns: u64,
     pub max_reuse_idle_ns: u64,
+    /// Idle time (since the last send, receive or establishment) when the
+    /// peer's first FIN, or else its reset, arrived: the peer's idle timeout.
+    pub peer_close_idle_ns: u64,
     pub tx_msgs: u32,
     pub rx_msgs: u32,
     /// Send bursts: the first send, and each send that follows a receive.

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use tracer_common::{
     counters::Counter,
-    event::{EventKind, ListenerKey, Role, SockState, flags},
+    event::{ConnStats, EventKind, ListenerKey, Role, SockState, flags},
     tcp::*,
 };
 
@@ -34,7 +34,7 @@ pub fn on_state_change(ctx: &TracePointContext) {
         (TCP_LISTEN, TCP_SYN_RECV) => track_new(ctx, sk, now, Role::Server),
         (TCP_CLOSE, TCP_LISTEN) => listener(ctx, sk, now, EventKind::Listen),
         (TCP_LISTEN, TCP_CLOSE) => listener(ctx, sk, now, EventKind::ListenClose),
-        _ => update(ctx, sk, now, old, new),
+        _ => update(ctx, sk, now, new),
     }
 }
 
@@ -92,7 +92,7 @@ fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
 }
 
 #[inline(always)]
-fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
+fn update(ctx: &TracePointContext, sk: u64, now: u64, new: u32) {
     let Some(st) = SOCKS.get_ptr_mut(&sk) else {
         return;
     };
@@ -124,15 +124,10 @@ fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
         TCP_FIN_WAIT1 | TCP_LAST_ACK => {
             set_once(&mut stats.fin_out_ns, &mut stats.flags, flags::FIN_OUT, now)
         }
-        TCP_CLOSE_WAIT | TCP_CLOSING | TCP_TIME_WAIT => {
-            set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now)
-        }
+        TCP_CLOSE_WAIT | TCP_CLOSING | TCP_TIME_WAIT => peer_fin(stats, now),
         TCP_CLOSE => {
-            // Leaving FIN_WAIT2 for CLOSE without a reset means the peer's FIN arrived
-            // (the timewait socket that takes over is not traced).
-            if old == TCP_FIN_WAIT2 && stats.flags & flags::RST_IN == 0 {
-                set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now);
-            }
+            // FIN_WAIT2 -> CLOSE is not evidence of a peer FIN: an orphaned socket hands
+            // over to a timewait socket either way. We closed first, so it does not matter.
             stats.closed_ns = now;
             stats.flags |= flags::CLOSED;
             stats.sk_err = kernel::sock_err(sk);
@@ -141,6 +136,32 @@ fn update(ctx: &TracePointContext, sk: u64, now: u64, old: u32, new: u32) {
             }
         }
         _ => {}
+    }
+}
+
+/// The peer's first FIN: remember when, and how long the connection had been idle.
+#[inline(always)]
+fn peer_fin(stats: &mut ConnStats, now: u64) {
+    if stats.flags & flags::FIN_IN == 0 {
+        stats.peer_close_idle_ns = idle_since_activity(stats, now);
+    }
+    set_once(&mut stats.fin_in_ns, &mut stats.flags, flags::FIN_IN, now);
+}
+
+/// Time since the last send or receive (or since established, if none).
+#[inline(always)]
+pub fn idle_since_activity(stats: &ConnStats, now: u64) -> u64 {
+    let mut last = stats.established_ns;
+    if stats.last_send_ns > last {
+        last = stats.last_send_ns;
+    }
+    if stats.last_recv_ns > last {
+        last = stats.last_recv_ns;
+    }
+    if last == 0 || now < last {
+        0
+    } else {
+        now - last
     }
 }
 

@@ -6,7 +6,7 @@ use tracer_common::event::{EventKind, ResetSide, SockState, flags};
 use crate::{
     config,
     emit::{self, Detail},
-    kernel,
+    kernel, lifecycle,
     maps::{SOCKS, scratch},
     record,
 };
@@ -27,6 +27,10 @@ pub fn on_receive_reset(ctx: &TracePointContext) {
     if let Some(st) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer, valid for this run.
         let st = unsafe { &mut *st };
+        // A reset with no FIN before it is the peer's way of closing.
+        if st.stats.flags & (flags::RST_IN | flags::FIN_IN) == 0 {
+            st.stats.peer_close_idle_ns = lifecycle::idle_since_activity(&st.stats, now);
+        }
         st.stats.flags |= flags::RST_IN;
         // A connect refused before its port was traced: take the tuple from the record.
         if st.tuple.sport == 0 {

@@ -655,3 +655,47 @@ fn check_passes_here_and_loads_the_programs() {
         "{stdout}"
     );
 }
+
+#[test]
+fn peer_idle_close_reveals_the_servers_keep_alive_timeout() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let listener = listen(&pair, pair.server_v4);
+    let keep_alive = Duration::from_millis(600);
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(keep_alive)).unwrap();
+        let mut request = [0u8; 4];
+        // Answer until the connection sits idle for `keep_alive`, then close it.
+        while conn.read_exact(&mut request).is_ok() {
+            conn.write_all(b"done").unwrap();
+        }
+    });
+    let mut client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+    let mut reply = [0u8; 4];
+    client.write_all(b"ping").unwrap();
+    client.read_exact(&mut reply).unwrap();
+    server.join().unwrap(); // the server has closed after its timeout
+    thread::sleep(Duration::from_millis(200));
+    let client_local = client.local_addr().unwrap();
+    drop(client);
+    trace.wait_for("client close", |ev| {
+        !select(ev, "close", |e| e["local"] == client_local.to_string()).is_empty()
+    });
+    let events = trace.stop();
+    let c = close_at(&events, &client_local);
+    assert_eq!(c["end"], "peer_close");
+    let seen = c["peer_idle_close_ms"].as_f64().unwrap();
+    let want = keep_alive.as_secs_f64() * 1e3;
+    assert!(
+        (seen - want).abs() <= want * 0.1,
+        "peer closed after {seen} ms idle, its timeout is {want} ms"
+    );
+    // The server's own view: it closed first.
+    let s = select(&events, "close", |e| {
+        e["remote"] == client_local.to_string()
+    });
+    assert_eq!(s[0]["end"], "local_close");
+    assert!(s[0].get("peer_idle_close_ms").is_none());
+}

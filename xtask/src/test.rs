@@ -1,8 +1,13 @@
 //! `cargo xtask test`: everything CI runs.
 
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
 use anyhow::{Result, bail};
 
-use crate::{cargo, setup};
+use crate::{cargo, clippy_ebpf, setup};
 
 pub fn all(lint: bool) -> Result<()> {
     setup::all()?;
@@ -11,15 +16,53 @@ pub fn all(lint: bool) -> Result<()> {
     }
     if lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
-        cargo(&[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])?;
+        // Default members here; the eBPF crate is linted for its own target.
+        cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        clippy_ebpf()?;
     }
     // Default members: the eBPF crate only builds for the bpf target (tracer/build.rs).
-    cargo(&["test", "--", "--test-threads", "2"])
+    let totals = cargo_test(&["test", "--", "--test-threads", "2"])?;
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.failed > 0 || totals.passed == 0 {
+        bail!("{} tests failed, {} passed", totals.failed, totals.passed);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs cargo test, echoing its output, and adds up its `test result:` lines.
+fn cargo_test(args: &[&str]) -> Result<Totals> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                match (
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                    words.next(),
+                ) {
+                    (Some(n), Some("passed")) => totals.passed += n,
+                    (Some(n), Some("failed")) => totals.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && totals.failed == 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(totals)
 }

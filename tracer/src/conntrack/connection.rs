@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tracer_common::event::{ConnStats, Role};
+use tracer_common::event::{ConnStats, Role, flags};
 
 use super::EndReason;
 use crate::events::{Event, Family, Process};
@@ -92,6 +92,12 @@ impl Connection {
     /// How long it had been idle when it reached CLOSE.
     pub fn idle_at_close(&self) -> Option<Duration> {
         gap(self.last_activity_ns(), self.stats.closed_ns)
+    }
+
+    /// For ends by the peer: idle time when the peer's FIN or reset arrived.
+    pub fn idle_at_peer_close(&self) -> Option<Duration> {
+        (self.end?.by_peer() && self.stats.flags & flags::ESTABLISHED != 0)
+            .then(|| Duration::from_nanos(self.stats.peer_close_idle_ns))
     }
 
     /// Idle before the most recent reuse, if it was ever reused.

@@ -46,6 +46,10 @@ pub struct TraceRecord {
     /// Idle time when it ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<f64>,
+    /// For ends by the peer: how long the connection had been idle when the
+    /// peer's FIN or RST arrived (the peer's keep-alive timeout shows here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_idle_close_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,6 +136,7 @@ impl RecordBuilder {
             end: None,
             lifetime_ms: None,
             idle_ms: None,
+            peer_idle_close_ms: None,
             tx_bytes: None,
             rx_bytes: None,
             tx_msgs: None,
@@ -183,6 +188,7 @@ impl RecordBuilder {
         }
         record.lifetime_ms = conn.lifetime().map(ms);
         record.idle_ms = conn.idle_at_close().map(ms);
+        record.peer_idle_close_ms = conn.idle_at_peer_close().map(ms);
         record.tx_bytes = Some(s.tx_bytes);
         record.rx_bytes = Some(s.rx_bytes);
         record.tx_msgs = Some(s.tx_msgs);

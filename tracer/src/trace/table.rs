@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::record::TraceRecord;
 
-pub const HEADER: &str = "TIME             EVENT        POD                        PID     COMM             ROLE    LOCAL                    REMOTE                   DETAIL";
+pub const HEADER: &str = "TIME             EVENT        POD                        PID     COMM             ROLE     LOCAL                    REMOTE                   DETAIL";
 
 pub fn line(r: &TraceRecord) -> String {
     let time = r.time.get(11..23).unwrap_or(&r.time); // HH:MM:SS.mmm
@@ -14,10 +14,14 @@ pub fn line(r: &TraceRecord) -> String {
         format!("{}/{}", r.namespace, r.pod)
     };
     format!(
-        "{time:<16} {:<12} {pod:<26} {:<7} {:<16} {:<7} {:<24} {:<24} {}",
+        "{time:<16} {:<12} {pod:<26} {:<7} {:<16} {:<8} {:<24} {:<24} {}",
         r.event,
-        r.pid,
-        r.comm,
+        if r.pid == 0 {
+            "-".to_owned()
+        } else {
+            r.pid.to_string()
+        },
+        if r.comm.is_empty() { "-" } else { &r.comm },
         r.role.unwrap_or("-"),
         r.local,
         r.remote,
@@ -52,6 +56,9 @@ fn detail(r: &TraceRecord) -> String {
     }
     if let Some(v) = r.idle_ms {
         put("idle", human_ms(v));
+    }
+    if let Some(v) = r.peer_idle_close_ms {
+        put("peer_idle", human_ms(v));
     }
     if let Some(v) = r.idle_before_reuse_ms {
         put("idle_before", human_ms(v));
