@@ -634,6 +634,35 @@ fn missing_privileges_name_the_capabilities() {
 }
 
 #[test]
+fn cap_bpf_and_cap_perfmon_are_enough() {
+    require_root();
+    let pair = PodPair::new();
+    let only_bpf_perfmon = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all,+bpf,+perfmon",
+        "--",
+    ];
+    let trace = TraceSession::start_wrapped(&only_bpf_perfmon, &["--namespace", &pair.namespace]);
+    let listener = listen(&pair, pair.server_v4);
+    let client = connect(&pair, SocketAddr::new(pair.server_v4, PORT)).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let local = client.local_addr().unwrap();
+    drop(client);
+    drop(server);
+    trace.wait_for("client close", |ev| {
+        !select(ev, "close", |e| e["local"] == local.to_string()).is_empty()
+    });
+    let events = trace.stop();
+    let c = close_at(&events, &local);
+    assert_eq!(
+        (c["pod"].as_str(), c["comm"].as_str()),
+        (Some("client"), Some("ct-client"))
+    );
+}
+
+#[test]
 fn check_passes_here_and_loads_the_programs() {
     require_root();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))

@@ -114,3 +114,122 @@ impl ConnectionTable {
         id
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use tracer_common::event::{ConnStats, flags};
+
+    use super::*;
+    use crate::events::{Family, Process};
+
+    fn event(kind: EventKind, sock: u64, stats: ConnStats) -> Event {
+        Event {
+            kind,
+            time: UNIX_EPOCH,
+            mono_ns: 0,
+            sock,
+            netns: 1,
+            role: Role::Client,
+            process: Process {
+                pid: 7,
+                comm: "curl".into(),
+                ..Process::default()
+            },
+            family: Family::Ipv4,
+            local: "10.0.0.1:1000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+            tcp_state: 0,
+            reset: None,
+            stats,
+        }
+    }
+
+    #[test]
+    fn a_connection_lives_from_connect_to_close() {
+        let mut table = ConnectionTable::new(10);
+        let established = ConnStats {
+            start_ns: 1_000,
+            established_ns: 2_000,
+            flags: flags::ESTABLISHED,
+            ..Default::default()
+        };
+        let Applied::Open { id } = table.apply(&event(EventKind::Connect, 0xa, established)) else {
+            panic!()
+        };
+        let reused = ConnStats {
+            last_reuse_idle_ns: 700_000_000,
+            requests: 2,
+            ..established
+        };
+        assert!(
+            matches!(table.apply(&event(EventKind::Reuse, 0xa, reused)), Applied::Open { id: same } if same == id)
+        );
+        assert_eq!(table.len(), 1);
+
+        let closed = ConnStats {
+            closed_ns: 5_000_000_000,
+            last_send_ns: 3_000_000_000,
+            last_recv_ns: 4_000_000_000,
+            fin_in_ns: 4_500_000_000,
+            peer_close_idle_ns: 500_000_000,
+            flags: flags::ESTABLISHED | flags::FIN_IN | flags::CLOSED,
+            ..reused
+        };
+        let Applied::Closed(conn) = table.apply(&event(EventKind::Close, 0xa, closed)) else {
+            panic!()
+        };
+        assert!(table.is_empty());
+        assert_eq!(conn.id, id);
+        assert_eq!(conn.end, Some(EndReason::PeerClose));
+        assert_eq!(conn.reuse_idles, [Duration::from_millis(700)]);
+        assert_eq!(
+            conn.lifetime(),
+            Some(Duration::from_nanos(5_000_000_000 - 2_000))
+        );
+        assert_eq!(conn.idle_at_close(), Some(Duration::from_secs(1)));
+        assert_eq!(conn.idle_at_peer_close(), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_close_for_an_unseen_socket_still_reports_the_connection() {
+        let mut table = ConnectionTable::new(10);
+        let stats = ConnStats {
+            flags: flags::CLOSED,
+            sk_err: libc::ETIMEDOUT as u32,
+            ..Default::default()
+        };
+        let Applied::Closed(conn) = table.apply(&event(EventKind::Close, 0xb, stats)) else {
+            panic!()
+        };
+        assert_eq!(conn.end, Some(EndReason::ConnectTimeout));
+    }
+
+    #[test]
+    fn listeners_and_unknown_resets_are_not_connections() {
+        let mut table = ConnectionTable::new(10);
+        assert!(matches!(
+            table.apply(&event(EventKind::Listen, 0xc, ConnStats::default())),
+            Applied::Untracked
+        ));
+        let mut reset = event(EventKind::Reset, 0, ConnStats::default());
+        reset.role = Role::Unknown;
+        assert!(matches!(table.apply(&reset), Applied::Untracked));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut table = ConnectionTable::new(2);
+        for sock in 1..=3 {
+            let stats = ConnStats {
+                established_ns: sock * 10,
+                ..Default::default()
+            };
+            table.apply(&event(EventKind::Connect, sock, stats));
+        }
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.evicted, 1);
+    }
+}

@@ -168,3 +168,103 @@ impl fmt::Display for Family {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{event::ListenerKey, tcp::AF_INET};
+
+    use super::*;
+    use crate::probes::reader::decode;
+
+    fn raw(kind: EventKind, family: u16) -> ConnEvent {
+        let mut ev = ConnEvent {
+            kind: kind as u8,
+            ts_ns: 5_000_000_000,
+            sock: 0xffff_8880_1234_5678,
+            ..Default::default()
+        };
+        ev.state.tuple.family = family;
+        ev.state.tuple.sport = 40000;
+        ev.state.tuple.dport = 8080;
+        ev.state.netns = 4026532000;
+        ev.state.role = Role::Client as u8;
+        ev.state.owner.tgid = 42;
+        ev.state.owner.pid = 43;
+        ev.state.owner.comm = *b"envoy\0\0\0\0\0\0\0\0\0\0\0";
+        ev
+    }
+
+    fn bytes(ev: &ConnEvent) -> Vec<u8> {
+        // SAFETY: ConnEvent is plain old data.
+        unsafe {
+            std::slice::from_raw_parts((ev as *const ConnEvent).cast::<u8>(), ConnEvent::SIZE)
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn ipv4_connect_decodes_from_ring_bytes() {
+        let mut ev = raw(EventKind::Connect, AF_INET);
+        ev.state.tuple.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ev.state.tuple.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let decoded = decode(&bytes(&ev)).expect("full record");
+        let clock = Clock::calibrate();
+        let event = Event::decode(&decoded, &clock).unwrap();
+        assert_eq!(event.kind, EventKind::Connect);
+        assert_eq!(event.local.to_string(), "10.0.0.1:40000");
+        assert_eq!(event.remote.to_string(), "10.0.0.2:8080");
+        assert_eq!(event.family, Family::Ipv4);
+        assert_eq!((event.process.pid, event.process.tid), (42, 43));
+        assert_eq!(event.process.comm, "envoy");
+        assert_eq!(event.role, Role::Client);
+        assert_eq!(event.netns, 4026532000);
+        assert!(event.reset.is_none());
+        assert_eq!(event.time, clock.wall(5_000_000_000));
+    }
+
+    #[test]
+    fn ipv6_reset_with_reason() {
+        let mut ev = raw(EventKind::Reset, AF_INET6);
+        ev.state.tuple.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        ev.state.tuple.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        ev.reset_side = ResetSide::Sent as u8;
+        ev.has_reason = 1;
+        ev.reset_reason = 1;
+        let event = Event::decode(&ev, &Clock::calibrate()).unwrap();
+        assert_eq!(event.local.to_string(), "[fd00::1]:40000");
+        assert_eq!(event.family.as_str(), "ipv6");
+        assert_eq!(
+            event.reset,
+            Some(Reset {
+                side: ResetSide::Sent,
+                reason: Some(1)
+            })
+        );
+    }
+
+    #[test]
+    fn reset_without_kernel_reason() {
+        let mut ev = raw(EventKind::Reset, AF_INET);
+        ev.reset_side = ResetSide::Received as u8;
+        let event = Event::decode(&ev, &Clock::calibrate()).unwrap();
+        assert_eq!(
+            event.reset,
+            Some(Reset {
+                side: ResetSide::Received,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn short_records_and_unknown_kinds_are_rejected() {
+        let ev = raw(EventKind::Close, AF_INET);
+        assert!(decode(&bytes(&ev)[..ConnEvent::SIZE - 1]).is_none());
+        let bad = ConnEvent { kind: 99, ..ev };
+        assert_eq!(
+            Event::decode(&bad, &Clock::calibrate()).unwrap_err(),
+            DecodeError::Kind(99)
+        );
+        assert_eq!(size_of::<ListenerKey>(), 8);
+    }
+}

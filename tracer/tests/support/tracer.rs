@@ -22,9 +22,22 @@ impl TraceSession {
     /// Starts tracing with `args` (e.g. `--namespace X`) and waits until the
     /// probes are attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_wrapped(&[], args)
+    }
+
+    /// Like `start`, run under `wrapper` (e.g. `setpriv ... --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
         let out =
             std::env::temp_dir().join(format!("conntracer-test-{}.jsonl", super::unique_tag()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_conntracer"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_conntracer")),
+        };
+        let mut child = command
             .args(["trace", "--output", "json"])
             .args(args)
             .env("CONNTRACER_LOG", "warn")
