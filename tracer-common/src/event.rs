@@ -24,6 +24,10 @@ pub enum EventKind {
     /// A request was written on a connection after an idle gap of at least
     /// `ProbeConfig::reuse_event_min_idle_ns`.
     Reuse = 7,
+    /// A TCP segment starting with an HTTP/1.x status line of interest
+    /// (`http_status`) left a socket. Only the tuple and status are known:
+    /// userspace joins it to the connection.
+    HttpStatus = 8,
 }
 
 impl EventKind {
@@ -36,6 +40,7 @@ impl EventKind {
             5 => Self::Reset,
             6 => Self::Close,
             7 => Self::Reuse,
+            8 => Self::HttpStatus,
             _ => return None,
         })
     }
@@ -187,6 +192,9 @@ pub struct ConnEvent {
     /// For a reset sent: `enum sk_rst_reason`, valid when `has_reason`.
     pub reset_reason: u32,
     pub has_reason: u32,
+    /// For [`EventKind::HttpStatus`]: the status code.
+    pub http_status: u32,
+    pub _pad2: u32,
     pub ts_ns: u64,
     /// `struct sock` address: the connection's identity while it lives.
     pub sock: u64,

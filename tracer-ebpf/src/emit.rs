@@ -18,6 +18,7 @@ pub struct Detail {
     pub tcp_state: u32,
     pub reset_side: u8,
     pub reset_reason: Option<u32>,
+    pub http_status: u32,
 }
 
 impl Detail {
@@ -25,6 +26,7 @@ impl Detail {
         tcp_state: 0,
         reset_side: ResetSide::None as u8,
         reset_reason: None,
+        http_status: 0,
     };
 }
 
@@ -43,6 +45,8 @@ pub fn event(kind: EventKind, sock: u64, now: u64, state: &SockState, detail: De
         (*ev).tcp_state = detail.tcp_state;
         (*ev).reset_reason = detail.reset_reason.unwrap_or(0);
         (*ev).has_reason = detail.reset_reason.is_some() as u32;
+        (*ev).http_status = detail.http_status;
+        (*ev)._pad2 = 0;
         (*ev).ts_ns = now;
         (*ev).sock = sock;
         core::ptr::copy_nonoverlapping(state, &raw mut (*ev).state, 1);

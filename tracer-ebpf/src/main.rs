@@ -13,13 +13,17 @@
 mod activity;
 mod config;
 mod emit;
+mod http;
 mod kernel;
 mod lifecycle;
 mod maps;
 mod record;
 mod reset;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{cgroup_skb, tracepoint},
+    programs::{SkBuffContext, TracePointContext},
+};
 
 /// `sock:inet_sock_set_state`: every TCP state change.
 #[tracepoint]
@@ -61,6 +65,14 @@ pub fn ct_send_len(ctx: TracePointContext) -> u32 {
 pub fn ct_recv_len(ctx: TracePointContext) -> u32 {
     activity::on_recv(&ctx);
     0
+}
+
+/// cgroup_skb egress on the cgroup v2 root: the HTTP 503 status peek.
+/// Always lets the packet pass.
+#[cgroup_skb]
+pub fn ct_http_peek(ctx: SkBuffContext) -> i32 {
+    http::on_egress(&ctx);
+    1
 }
 
 #[cfg(not(test))]

@@ -22,7 +22,7 @@ pub fn on_receive_reset(ctx: &TracePointContext) {
     let detail = Detail {
         tcp_state,
         reset_side: ResetSide::Received as u8,
-        reset_reason: None,
+        ..Detail::NONE
     };
     if let Some(st) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer, valid for this run.
@@ -58,6 +58,7 @@ pub fn on_send_reset(ctx: &TracePointContext) {
         tcp_state,
         reset_side: ResetSide::Sent as u8,
         reset_reason,
+        ..Detail::NONE
     };
 
     if sk != 0

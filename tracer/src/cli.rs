@@ -50,6 +50,8 @@ pub enum EventKindArg {
     Listen,
     #[value(name = "listen_close")]
     ListenClose,
+    #[value(name = "http_503")]
+    Http503,
 }
 
 impl EventKindArg {
@@ -62,6 +64,7 @@ impl EventKindArg {
             EventKindArg::Reuse => "reuse",
             EventKindArg::Listen => "listen",
             EventKindArg::ListenClose => "listen_close",
+            EventKindArg::Http503 => "http_503",
         }
     }
 }
@@ -114,6 +117,9 @@ pub struct ProbeArgs {
     /// How often to drain the event ring buffer.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub drain_interval: Duration,
+    /// Do not attach the HTTP 503 status peek (cgroup_skb egress program).
+    #[arg(long)]
+    pub no_http_peek: bool,
 }
 
 impl ProbeArgs {
@@ -122,6 +128,7 @@ impl ProbeArgs {
             max_connections: self.max_connections,
             ring_bytes: self.ring_bytes,
             reuse_event_min_idle: self.reuse_event_min_idle,
+            http_peek: !self.no_http_peek,
             ..LoadOptions::default()
         }
     }

@@ -1,6 +1,6 @@
 //! Open connections by kernel socket, fed by events.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use tracer_common::event::{EventKind, Role};
 
@@ -20,6 +20,8 @@ pub enum Applied {
 
 pub struct ConnectionTable {
     open: HashMap<u64, Connection>,
+    /// (local, remote) → socket, to join packet-level events (HTTP status).
+    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
     next_id: u64,
     capacity: usize,
     /// Entries dropped because the table was full.
@@ -30,6 +32,7 @@ impl ConnectionTable {
     pub fn new(capacity: usize) -> Self {
         Self {
             open: HashMap::new(),
+            by_endpoints: HashMap::new(),
             next_id: 1,
             capacity: capacity.max(1),
             evicted: 0,
@@ -48,14 +51,38 @@ impl ConnectionTable {
         self.open.values()
     }
 
-    pub fn apply(&mut self, ev: &Event) -> Applied {
+    /// The open connection with these endpoints, as seen from its own socket.
+    pub fn by_endpoints(&self, local: SocketAddr, remote: SocketAddr) -> Option<&Connection> {
+        self.open.get(self.by_endpoints.get(&(local, remote))?)
+    }
+
+    fn remove(&mut self, sock: u64) -> Option<Connection> {
+        let conn = self.open.remove(&sock)?;
+        if self.by_endpoints.get(&(conn.local, conn.remote)) == Some(&sock) {
+            self.by_endpoints.remove(&(conn.local, conn.remote));
+        }
+        Some(conn)
+    }
+
+    /// Applies `ev` to the table. Packet-level events (HTTP status) carry only
+    /// addresses: they get the netns, owner and role of their connection here.
+    pub fn apply(&mut self, ev: &mut Event) -> Applied {
         match ev.kind {
+            EventKind::HttpStatus => match self.by_endpoints(ev.local, ev.remote) {
+                Some(conn) => {
+                    ev.netns = conn.netns;
+                    ev.process = conn.process.clone();
+                    ev.role = conn.role;
+                    Applied::Open { id: conn.id }
+                }
+                None => Applied::Untracked,
+            },
             EventKind::Listen | EventKind::ListenClose => Applied::Untracked,
             EventKind::Reset if ev.role == Role::Unknown && !self.open.contains_key(&ev.sock) => {
                 Applied::Untracked
             }
             EventKind::Close => {
-                let mut conn = match self.open.remove(&ev.sock) {
+                let mut conn = match self.remove(ev.sock) {
                     Some(mut conn) => {
                         conn.update(ev);
                         conn
@@ -92,6 +119,9 @@ impl ConnectionTable {
             .entry(ev.sock)
             .or_insert_with(|| Connection::from_event(id, ev));
         conn.update(ev);
+        if conn.local.port() != 0 {
+            self.by_endpoints.insert((conn.local, conn.remote), ev.sock);
+        }
         conn
     }
 
@@ -103,7 +133,7 @@ impl ConnectionTable {
             .min_by_key(|(_, c)| c.last_activity_ns())
             .map(|(s, _)| *s)
         {
-            self.open.remove(&sock);
+            self.remove(sock);
             self.evicted += 1;
         }
     }
@@ -142,6 +172,7 @@ mod tests {
             remote: "10.0.0.2:80".parse().unwrap(),
             tcp_state: 0,
             reset: None,
+            http_status: None,
             stats,
         }
     }
@@ -155,7 +186,8 @@ mod tests {
             flags: flags::ESTABLISHED,
             ..Default::default()
         };
-        let Applied::Open { id } = table.apply(&event(EventKind::Connect, 0xa, established)) else {
+        let Applied::Open { id } = table.apply(&mut event(EventKind::Connect, 0xa, established))
+        else {
             panic!()
         };
         let reused = ConnStats {
@@ -164,7 +196,7 @@ mod tests {
             ..established
         };
         assert!(
-            matches!(table.apply(&event(EventKind::Reuse, 0xa, reused)), Applied::Open { id: same } if same == id)
+            matches!(table.apply(&mut event(EventKind::Reuse, 0xa, reused)), Applied::Open { id: same } if same == id)
         );
         assert_eq!(table.len(), 1);
 
@@ -177,7 +209,7 @@ mod tests {
             flags: flags::ESTABLISHED | flags::FIN_IN | flags::CLOSED,
             ..reused
         };
-        let Applied::Closed(conn) = table.apply(&event(EventKind::Close, 0xa, closed)) else {
+        let Applied::Closed(conn) = table.apply(&mut event(EventKind::Close, 0xa, closed)) else {
             panic!()
         };
         assert!(table.is_empty());
@@ -200,7 +232,7 @@ mod tests {
             sk_err: libc::ETIMEDOUT as u32,
             ..Default::default()
         };
-        let Applied::Closed(conn) = table.apply(&event(EventKind::Close, 0xb, stats)) else {
+        let Applied::Closed(conn) = table.apply(&mut event(EventKind::Close, 0xb, stats)) else {
             panic!()
         };
         assert_eq!(conn.end, Some(EndReason::ConnectTimeout));
@@ -210,12 +242,12 @@ mod tests {
     fn listeners_and_unknown_resets_are_not_connections() {
         let mut table = ConnectionTable::new(10);
         assert!(matches!(
-            table.apply(&event(EventKind::Listen, 0xc, ConnStats::default())),
+            table.apply(&mut event(EventKind::Listen, 0xc, ConnStats::default())),
             Applied::Untracked
         ));
         let mut reset = event(EventKind::Reset, 0, ConnStats::default());
         reset.role = Role::Unknown;
-        assert!(matches!(table.apply(&reset), Applied::Untracked));
+        assert!(matches!(table.apply(&mut reset), Applied::Untracked));
         assert!(table.is_empty());
     }
 
@@ -227,7 +259,7 @@ mod tests {
                 established_ns: sock * 10,
                 ..Default::default()
             };
-            table.apply(&event(EventKind::Connect, sock, stats));
+            table.apply(&mut event(EventKind::Connect, sock, stats));
         }
         assert_eq!(table.len(), 2);
         assert_eq!(table.evicted, 1);

@@ -65,6 +65,8 @@ pub struct Event {
     pub remote: SocketAddr,
     pub tcp_state: u32,
     pub reset: Option<Reset>,
+    /// For `HttpStatus`: the status code a socket wrote.
+    pub http_status: Option<u16>,
     pub stats: ConnStats,
 }
 
@@ -111,6 +113,7 @@ impl Event {
             remote,
             tcp_state: raw.tcp_state,
             reset,
+            http_status: (kind == EventKind::HttpStatus).then_some(raw.http_status as u16),
             stats: st.stats,
         })
     }
@@ -151,6 +154,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Reset => "reset",
         EventKind::Close => "close",
         EventKind::Reuse => "reuse",
+        EventKind::HttpStatus => "http_503",
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint},
 };
 use tracer_common::config::ProbeConfig;
 
@@ -30,6 +30,8 @@ pub struct LoadOptions {
     pub reuse_event_min_idle: Duration,
     /// Wake the reader early once this much is queued.
     pub wakeup_min_bytes: u64,
+    /// Attach the HTTP 503 status peek (cgroup_skb egress on the cgroup v2 root).
+    pub http_peek: bool,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +41,7 @@ impl Default for LoadOptions {
             ring_bytes: 4 << 20,
             reuse_event_min_idle: Duration::from_millis(500),
             wakeup_min_bytes: 256 << 10,
+            http_peek: true,
         }
     }
 }
@@ -91,7 +94,14 @@ pub struct AttachedProbe {
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<AttachedProbe>,
+    /// Optional programs that could not be attached: (program, why).
+    pub failed: Vec<(&'static str, String)>,
+    /// Program id of the HTTP peek, when attached.
+    pub http_peek_id: Option<u32>,
 }
+
+/// The HTTP status peek program.
+pub const HTTP_PEEK: &str = "ct_http_peek";
 
 impl Probes {
     pub fn load(setup: &KernelSetup, options: &LoadOptions) -> Result<Self, LoadError> {
@@ -109,7 +119,10 @@ impl Probes {
 
         let config = ProbeConfig {
             reuse_event_min_idle_ns: options.reuse_event_min_idle.as_nanos() as u64,
-            wakeup_min_bytes: options.wakeup_min_bytes,
+            // Never wait for more than half the buffer before waking the reader.
+            wakeup_min_bytes: options
+                .wakeup_min_bytes
+                .min(u64::from(options.ring_bytes / 2)),
             ..setup.config
         };
         let mut ebpf = EbpfLoader::new()
@@ -130,7 +143,25 @@ impl Probes {
             );
             attached.push(AttachedProbe { spec, program_id });
         }
-        Ok(Self { ebpf, attached })
+        let mut failed = Vec::new();
+        let mut http_peek_id = None;
+        if options.http_peek {
+            match attach_http_peek(&mut ebpf) {
+                Ok(id) => http_peek_id = Some(id),
+                Err(e) => {
+                    tracing::warn!(
+                        "degraded: HTTP 503 peek unavailable ({e}); 503s will not be counted"
+                    );
+                    failed.push((HTTP_PEEK, e));
+                }
+            }
+        }
+        Ok(Self {
+            ebpf,
+            attached,
+            failed,
+            http_peek_id,
+        })
     }
 
     /// The event ring buffer (can be taken once).
@@ -157,8 +188,13 @@ impl Probes {
         })
     }
 
+    /// Every program we attached, as `bpftool prog show` lists them.
     pub fn program_ids(&self) -> Vec<u32> {
-        self.attached.iter().map(|p| p.program_id).collect()
+        self.attached
+            .iter()
+            .map(|p| p.program_id)
+            .chain(self.http_peek_id)
+            .collect()
     }
 }
 
@@ -177,6 +213,39 @@ fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
     let (system, event) = spec.system_and_event();
     program.attach(system, event).map_err(fail)?;
     program.info().map(|info| info.id()).map_err(fail)
+}
+
+/// cgroup_skb egress on the cgroup v2 root sees every socket in every netns.
+fn attach_http_peek(ebpf: &mut Ebpf) -> Result<u32, String> {
+    let root = crate::kernel::mount::cgroup2_mount().ok_or("cgroup v2 is not mounted")?;
+    let cgroup = std::fs::File::open(&root).map_err(|e| format!("opening {root}: {e}"))?;
+    let program: &mut CgroupSkb = ebpf
+        .program_mut(HTTP_PEEK)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())?;
+    program.load().map_err(|e| format!("loading: {e}"))?;
+    // A BPF link (5.7+) coexists with other programs on the cgroup; the
+    // multi-attach flag is for the older prog-attach path and links reject it.
+    program
+        .attach(
+            &cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(|e| format!("attaching to {root}: {} (needs CAP_NET_ADMIN)", chain(&e)))?;
+    program.info().map(|i| i.id()).map_err(|e| e.to_string())
+}
+
+/// An error with its sources, for messages.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// Before Linux 5.11 BPF memory counted against RLIMIT_MEMLOCK; since then it

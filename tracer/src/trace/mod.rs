@@ -65,14 +65,14 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         // Drain on every wake-up, and once more on the way out.
         tracer.reader.drain(&mut batch);
         for raw in batch.drain(..) {
-            let event = match Event::decode(&raw, &clock) {
+            let mut event = match Event::decode(&raw, &clock) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::debug!("skipping record: {e}");
                     continue;
                 }
             };
-            let applied = table.apply(&event);
+            let applied = table.apply(&mut event);
             let pod = pods.resolve(event.netns);
             let record = builder.build(&event, &applied, &pod);
             if filter.matches(&record) && !sink.write(&record)? {

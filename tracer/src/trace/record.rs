@@ -81,6 +81,10 @@ pub struct TraceRecord {
     // reuse
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_before_reuse_ms: Option<f64>,
+
+    // http_503
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -148,6 +152,7 @@ impl RecordBuilder {
             reason: None,
             state: None,
             idle_before_reuse_ms: None,
+            status: ev.http_status,
         };
         match ev.kind {
             EventKind::Close => {

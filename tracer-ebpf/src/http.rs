@@ -1,0 +1,103 @@
+//! The HTTP status peek: a cgroup_skb egress program on the cgroup v2 root,
+//! which sees every socket's packets in every network namespace. It reads
+//! the first 12 payload bytes of a TCP segment and reports only a status line
+//! `HTTP/1.x 503`; nothing else of the payload is copied. Everything else
+//! costs a few loads and returns.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
+use tracer_common::{
+    event::EventKind,
+    tcp::{AF_INET, AF_INET6},
+};
+
+use crate::{
+    emit::{self, Detail},
+    maps::scratch,
+};
+
+const IPPROTO_TCP: u8 = 6;
+/// Status lines look like `HTTP/1.1 503 Service Unavailable`.
+const STATUS_LINE_PREFIX: usize = 12;
+
+pub fn on_egress(ctx: &SkBuffContext) {
+    let family = ctx.skb.family() as u16;
+    // cgroup_skb packets start at the IP header.
+    let (l4, protocol) = if family == AF_INET {
+        let Ok(version_ihl) = ctx.load::<u8>(0) else {
+            return;
+        };
+        ((version_ihl & 0x0f) as usize * 4, ctx.load::<u8>(9))
+    } else if family == AF_INET6 {
+        (40, ctx.load::<u8>(6))
+    } else {
+        return;
+    };
+    if protocol != Ok(IPPROTO_TCP) {
+        return;
+    }
+    let Ok(data_offset) = ctx.load::<u8>(l4 + 12) else {
+        return;
+    };
+    let payload = l4 + (data_offset >> 4) as usize * 4;
+    if (ctx.len() as usize) < payload + STATUS_LINE_PREFIX {
+        return;
+    }
+    let Ok(head) = ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload) else {
+        return;
+    };
+    if &head[..7] != b"HTTP/1." || head[8] != b' ' {
+        return;
+    }
+    let status = digit(head[9]) * 100 + digit(head[10]) * 10 + digit(head[11]);
+    if status != 503 {
+        return;
+    }
+    report(ctx, family, status);
+}
+
+#[inline(always)]
+fn digit(b: u8) -> u32 {
+    b.wrapping_sub(b'0') as u32
+}
+
+#[inline(always)]
+fn report(ctx: &SkBuffContext, family: u16, status: u32) {
+    let Some(st) = scratch() else { return };
+    st.tuple.family = family;
+    st.tuple.sport = ctx.skb.local_port() as u16;
+    // `remote_port` is network order, and on little-endian kernels sits in the
+    // upper half of the u32 (the kernel shifts it there); accept either half.
+    let remote = ctx.skb.remote_port();
+    let remote = if remote > 0xffff {
+        remote >> 16
+    } else {
+        remote
+    };
+    st.tuple.dport = u16::from_be(remote as u16);
+    if family == AF_INET {
+        st.tuple.saddr[..4].copy_from_slice(&ctx.skb.local_ipv4().to_ne_bytes());
+        st.tuple.daddr[..4].copy_from_slice(&ctx.skb.remote_ipv4().to_ne_bytes());
+    } else {
+        copy_ipv6(ctx.skb.local_ipv6(), &mut st.tuple.saddr);
+        copy_ipv6(ctx.skb.remote_ipv6(), &mut st.tuple.daddr);
+    }
+    st.owner.uid = ctx.get_socket_uid();
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit::event(
+        EventKind::HttpStatus,
+        0,
+        now,
+        st,
+        Detail {
+            http_status: status,
+            ..Detail::NONE
+        },
+    );
+}
+
+#[inline(always)]
+fn copy_ipv6(words: &[u32; 4], out: &mut [u8; 16]) {
+    for (i, word) in words.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+}
