@@ -25,6 +25,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The DaemonSet mode: trace every connection, attribute failures and 503s, serve metrics.
+    Daemon(crate::daemon::config::DaemonArgs),
     /// Stream live connection events (connect, accept, close, reset, ...) to the terminal.
     Trace(TraceArgs),
     /// Preflight: check that this kernel and these privileges can run the tracer.
@@ -52,6 +54,7 @@ pub enum EventKindArg {
     ListenClose,
     #[value(name = "http_503")]
     Http503,
+    Failure,
 }
 
 impl EventKindArg {
@@ -65,6 +68,7 @@ impl EventKindArg {
             EventKindArg::Listen => "listen",
             EventKindArg::ListenClose => "listen_close",
             EventKindArg::Http503 => "http_503",
+            EventKindArg::Failure => "failure",
         }
     }
 }

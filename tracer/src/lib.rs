@@ -6,12 +6,15 @@
 //! `metadata` naming network namespaces and `kernel` resolving what the
 //! running kernel offers.
 
+pub mod analysis;
 pub mod check;
 pub mod cli;
 pub mod conntrack;
+pub mod daemon;
 pub mod events;
 pub mod kernel;
 pub mod metadata;
+pub mod pipeline;
 pub mod probes;
 pub mod startup;
 pub mod trace;

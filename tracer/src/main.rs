@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Daemon(args) => runtime.block_on(tracer::daemon::run(args)),
         Command::Trace(args) => runtime.block_on(tracer::trace::run(args)),
         Command::Check(args) => return tracer::check::run(&args),
     };

@@ -128,9 +128,14 @@ fn scan(dir: &Path) -> HashMap<u32, PodName> {
         .collect()
 }
 
-/// The network namespace of PID 1: the host's.
+/// The host's network namespace: PID 1's, which is also ours when the
+/// tracer runs with the host network as the DaemonSet does. If we run in
+/// another one (a sandbox, a debugging session), ours counts as the host.
 pub fn host_netns_inode() -> Option<u32> {
-    fs::metadata("/proc/1/ns/net").ok().map(|m| m.ino() as u32)
+    fs::metadata("/proc/self/ns/net")
+        .or_else(|_| fs::metadata("/proc/1/ns/net"))
+        .ok()
+        .map(|m| m.ino() as u32)
 }
 
 #[cfg(test)]

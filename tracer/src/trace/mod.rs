@@ -8,13 +8,12 @@ use std::io::{self, Write};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
-use tracer_common::counters::Counter;
+use tracer_common::{counters::Counter, event::EventKind};
 
 use crate::{
+    analysis::{AnalysisConfig, Observation},
     cli::{Output, TraceArgs},
-    conntrack::ConnectionTable,
-    events::{Clock, Event},
-    metadata::PodResolver,
+    pipeline::Pipeline,
     probes::counters::CounterTotals,
     startup,
 };
@@ -38,10 +37,14 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut sink = Sink::new(args.output);
     let filter = Filter::from_args(&args);
     let builder = RecordBuilder::new(tracer.setup.reset_reasons.clone());
-    let clock = Clock::calibrate();
-    let mut table = ConnectionTable::new(args.probes.max_connections as usize);
-    let mut pods = PodResolver::new();
+    let mut pipeline = Pipeline::new(
+        AnalysisConfig::default(),
+        args.probes.max_connections as usize,
+        tracer.setup.reset_reasons.clone(),
+    );
     let mut batch = Vec::new();
+    let mut observations = Vec::new();
+    let mut records = Vec::new();
     let mut lost_reported = 0;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -65,16 +68,22 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         // Drain on every wake-up, and once more on the way out.
         tracer.reader.drain(&mut batch);
         for raw in batch.drain(..) {
-            let mut event = match Event::decode(&raw, &clock) {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::debug!("skipping record: {e}");
-                    continue;
+            pipeline.process(&raw, &mut observations, |event, applied, pod| {
+                // 503s are shown once attributed (below), not as raw sightings.
+                if event.kind != EventKind::HttpStatus {
+                    records.push(builder.build(event, applied, pod));
                 }
-            };
-            let applied = table.apply(&mut event);
-            let pod = pods.resolve(event.netns);
-            let record = builder.build(&event, &applied, &pod);
+            });
+        }
+        pipeline.tick(&mut observations);
+        for obs in observations.drain(..) {
+            match obs {
+                Observation::Failure(f) => records.push(builder.failure(&f)),
+                Observation::Http503(h) => records.push(builder.http_503(&h)),
+                _ => {}
+            }
+        }
+        for record in records.drain(..) {
             if filter.matches(&record) && !sink.write(&record)? {
                 return Ok(()); // stdout closed (e.g. piped into `head`)
             }
@@ -99,7 +108,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         "conntracer: detaching; events lost: {}, untracked closes: {}, open connections: {}",
         totals.get(Counter::EventsLost),
         totals.get(Counter::UntrackedClose),
-        table.len()
+        pipeline.table.len()
     );
     drop(tracer); // detaches every program and frees every map
     Ok(())

@@ -10,6 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
+    analysis::{Http503, cause::Cause, failure::Failure},
     conntrack::{Connection, EndReason, table::Applied},
     events::{self, Event},
     metadata::PodName,
@@ -85,6 +86,19 @@ pub struct TraceRecord {
     // http_503
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+
+    // failure and http_503
+    /// `idle_timeout`, `pod_terminating`, ... (`unattributed` for a 503 with no failure behind it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -153,6 +167,11 @@ impl RecordBuilder {
             state: None,
             idle_before_reuse_ms: None,
             status: ev.http_status,
+            cause: None,
+            stale: None,
+            direction: None,
+            peer: None,
+            evidence: None,
         };
         match ev.kind {
             EventKind::Close => {
@@ -179,6 +198,88 @@ impl RecordBuilder {
             _ => {}
         }
         record
+    }
+
+    pub fn failure(&self, f: &Failure) -> TraceRecord {
+        TraceRecord {
+            time: f.time.clone(),
+            event: "failure",
+            netns: f.netns,
+            namespace: f.namespace.clone(),
+            pod: f.pod.clone(),
+            pid: f.pid,
+            tid: f.pid,
+            comm: f.comm.clone(),
+            uid: 0,
+            role: Some("client"),
+            family: if f.local.starts_with('[') {
+                "ipv6"
+            } else {
+                "ipv4"
+            },
+            local: f.local.clone(),
+            remote: f.remote.clone(),
+            end: Some(f.end),
+            cause: Some(f.cause.as_str()),
+            stale: Some(f.stale),
+            direction: Some(f.direction.as_str()),
+            peer: Some(f.peer.clone()),
+            evidence: serde_json::to_value(&f.evidence).ok(),
+            ..Self::empty()
+        }
+    }
+
+    pub fn http_503(&self, h: &Http503) -> TraceRecord {
+        TraceRecord {
+            time: h.time.clone(),
+            event: "http_503",
+            netns: h.netns,
+            namespace: h.namespace.clone(),
+            pod: h.pod.clone(),
+            status: Some(503),
+            cause: Some(h.cause.map_or("unattributed", Cause::as_str)),
+            ..Self::empty()
+        }
+    }
+
+    fn empty() -> TraceRecord {
+        TraceRecord {
+            time: String::new(),
+            event: "",
+            netns: 0,
+            namespace: String::new(),
+            pod: String::new(),
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+            role: None,
+            family: "ipv4",
+            local: String::new(),
+            remote: String::new(),
+            conn: None,
+            end: None,
+            lifetime_ms: None,
+            idle_ms: None,
+            peer_idle_close_ms: None,
+            tx_bytes: None,
+            rx_bytes: None,
+            tx_msgs: None,
+            rx_msgs: None,
+            requests: None,
+            max_idle_before_reuse_ms: None,
+            error: None,
+            side: None,
+            reason: None,
+            state: None,
+            idle_before_reuse_ms: None,
+            status: None,
+            cause: None,
+            stale: None,
+            direction: None,
+            peer: None,
+            evidence: None,
+        }
     }
 
     fn fill_close(&self, record: &mut TraceRecord, conn: &Connection) {

@@ -39,6 +39,12 @@ fn detail(r: &TraceRecord) -> String {
         }
         let _ = write!(out, "{key}={value}");
     };
+    if let Some(cause) = r.cause {
+        put("cause", cause.to_owned());
+    }
+    if let Some(true) = r.stale {
+        put("stale", "yes".to_owned());
+    }
     if let Some(end) = r.end {
         put("end", end.to_owned());
     }

@@ -1,0 +1,84 @@
+//! Learning each destination's idle-close time (the peer's keep-alive
+//! timeout) from peer closes of idle connections, and how long the local pool
+//! leaves connections idle before reusing them.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+/// A destination as seen from one network namespace.
+pub type Destination = (u32, SocketAddr);
+
+const SAMPLES: usize = 16;
+
+#[derive(Debug, Default, Clone)]
+pub struct DestinationIdle {
+    /// Idle times at which the peer closed idle connections (newest last).
+    pub peer_idle_closes: Vec<Duration>,
+    pub peer_idle_close_count: u64,
+    /// Longest idle gap the local side let pass before reusing a connection.
+    pub max_reuse_idle: Duration,
+}
+
+impl DestinationIdle {
+    /// The peer's idle-close time: the median of recent observations.
+    pub fn learned_peer_idle_close(&self) -> Option<Duration> {
+        let mut v = self.peer_idle_closes.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort();
+        Some(v[v.len() / 2])
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct IdleLearner {
+    destinations: HashMap<Destination, DestinationIdle>,
+}
+
+impl IdleLearner {
+    pub fn peer_idle_close(&mut self, dest: Destination, idle: Duration) {
+        let d = self.destinations.entry(dest).or_default();
+        if d.peer_idle_closes.len() == SAMPLES {
+            d.peer_idle_closes.remove(0);
+        }
+        d.peer_idle_closes.push(idle);
+        d.peer_idle_close_count += 1;
+    }
+
+    pub fn reuse(&mut self, dest: Destination, idle: Duration) {
+        let d = self.destinations.entry(dest).or_default();
+        d.max_reuse_idle = d.max_reuse_idle.max(idle);
+    }
+
+    pub fn get(&self, dest: &Destination) -> Option<&DestinationIdle> {
+        self.destinations.get(dest)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Destination, &DestinationIdle)> {
+        self.destinations.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_the_median_idle_close() {
+        let mut l = IdleLearner::default();
+        let dest = (1, "10.0.0.2:80".parse().unwrap());
+        assert!(l.get(&dest).is_none());
+        for ms in [2010, 2003, 5000, 2001, 2008] {
+            l.peer_idle_close(dest, Duration::from_millis(ms));
+        }
+        l.reuse(dest, Duration::from_secs(3));
+        l.reuse(dest, Duration::from_secs(1));
+        let d = l.get(&dest).unwrap();
+        assert_eq!(
+            d.learned_peer_idle_close(),
+            Some(Duration::from_millis(2008))
+        );
+        assert_eq!(d.max_reuse_idle, Duration::from_secs(3));
+        assert_eq!(d.peer_idle_close_count, 5);
+    }
+}

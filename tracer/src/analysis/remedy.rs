@@ -1,0 +1,288 @@
+//! The fix for each cause, as ready-to-apply Istio YAML.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::cause::Cause;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Remedy {
+    pub summary: String,
+    pub yaml: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Where the fix applies: the destination as Istio names it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Kubernetes namespace of the calling pod.
+    pub namespace: String,
+    /// The destination's service host (best guess without Kubernetes: the peer pod's name).
+    pub host: String,
+    pub port: u16,
+}
+
+const RETRY_WARNING: &str = "retryOn `reset` re-sends requests whose connection died mid-flight; \
+     only enable it for idempotent requests (GET, PUT with the same body, ...) or make the \
+     handler idempotent";
+
+fn name(host: &str) -> String {
+    host.split('.').next().unwrap_or(host).to_owned()
+}
+
+fn retries(t: &Target, retry_on: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {name}-retries
+  namespace: {ns}
+spec:
+  hosts:
+  - {host}
+  http:
+  - route:
+    - destination:
+        host: {host}
+        port:
+          number: {port}
+    retries:
+      attempts: 2
+      perTryTimeout: 2s
+      retryOn: {retry_on}
+",
+        name = name(&t.host),
+        ns = t.namespace,
+        host = t.host,
+        port = t.port
+    )
+}
+
+/// An idle timeout a safe margin below the peer's: 1 s less, or 80 % for short ones.
+pub fn idle_timeout_below(peer: Duration) -> Duration {
+    let secs = peer.as_secs_f64();
+    let below = if secs > 5.0 { secs - 1.0 } else { secs * 0.8 };
+    Duration::from_millis((below * 1000.0).floor().max(100.0) as u64)
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+pub fn for_cause(cause: Cause, t: &Target, learned_peer_idle: Option<Duration>) -> Remedy {
+    match cause {
+        Cause::IdleTimeout => idle_timeout(t, learned_peer_idle),
+        Cause::PodTerminating => Remedy {
+            summary: format!(
+                "{} stopped listening while callers still held pooled connections: drain before exit, \
+                 keep the sidecar up until the app is done, and retry on reset",
+                t.host
+            ),
+            yaml: format!(
+                "# On the destination's Deployment: stop receiving traffic before the app exits,
+# and keep the sidecar alive while in-flight requests drain.
+spec:
+  template:
+    metadata:
+      annotations:
+        proxy.istio.io/config: |
+          terminationDrainDuration: 20s
+          holdApplicationUntilProxyStarts: true
+    spec:
+      terminationGracePeriodSeconds: 45
+      containers:
+      - name: app
+        lifecycle:
+          preStop:
+            exec:
+              command: [\"sleep\", \"15\"]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {name}-outlier
+  namespace: {ns}
+spec:
+  host: {host}
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 5s
+      baseEjectionTime: 30s
+---
+{retries}",
+                name = name(&t.host),
+                ns = t.namespace,
+                host = t.host,
+                retries = retries(t, "reset,connect-failure,refused-stream")
+            ),
+            warnings: vec![RETRY_WARNING.to_owned()],
+        },
+        Cause::AppNotListening => Remedy {
+            summary: format!(
+                "nothing listens on the address the sidecar forwards to (port {}): bind the app to 0.0.0.0 \
+                 (or ::), not 127.0.0.1; since Istio 1.10 the sidecar forwards to the pod IP",
+                t.port
+            ),
+            yaml: format!(
+                "# On the destination's Deployment: make the app listen on every address.
+spec:
+  template:
+    spec:
+      containers:
+      - name: app
+        env:
+        - name: HOST        # or the app's own bind flag, e.g. --bind 0.0.0.0:{port}
+          value: \"0.0.0.0\"
+        ports:
+        - containerPort: {port}
+",
+                port = t.port
+            ),
+            warnings: Vec::new(),
+        },
+        Cause::DnsStale => Remedy {
+            summary: format!(
+                "pooled connections outlived the DNS answer for {}: bound the pool's connection lifetime, \
+                 let Istio re-resolve the name, and retry on connect failures and resets",
+                t.host
+            ),
+            yaml: format!(
+                "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  hosts:
+  - {host}
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports:
+  - number: {port}
+    name: tcp-{port}
+    protocol: TCP
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {name}-pool
+  namespace: {ns}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxConnectionDuration: 60s
+---
+{retries}",
+                name = name(&t.host),
+                ns = t.namespace,
+                host = t.host,
+                port = t.port,
+                retries = retries(t, "connect-failure,reset")
+            ),
+            warnings: vec![RETRY_WARNING.to_owned()],
+        },
+        Cause::PeerReset | Cause::Unknown => Remedy {
+            summary: format!(
+                "{} reset connections with requests in flight: retry on reset, and look at the \
+                 destination's logs around these times",
+                t.host
+            ),
+            yaml: retries(t, "reset,connect-failure"),
+            warnings: vec![RETRY_WARNING.to_owned()],
+        },
+    }
+}
+
+fn idle_timeout(t: &Target, learned: Option<Duration>) -> Remedy {
+    let (idle, why) = match learned {
+        Some(peer) => {
+            let idle = idle_timeout_below(peer);
+            (
+                idle,
+                format!(
+                    "below the {} after which {} closes idle connections",
+                    format_duration(peer),
+                    t.host
+                ),
+            )
+        }
+        None => (
+            Duration::from_secs(30),
+            "below the destination's keep-alive timeout (not learned yet)".to_owned(),
+        ),
+    };
+    Remedy {
+        summary: format!(
+            "the pool reuses connections {} has already closed for idleness: set the pool's idleTimeout to {} ({why}), \
+             and retry on reset",
+            t.host,
+            format_duration(idle)
+        ),
+        yaml: format!(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {name}-idle-timeout
+  namespace: {ns}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      http:
+        idleTimeout: {idle}
+      tcp:
+        idleTimeout: {idle}
+---
+{retries}",
+            name = name(&t.host),
+            ns = t.namespace,
+            host = t.host,
+            idle = format_duration(idle),
+            retries = retries(t, "reset,connect-failure")
+        ),
+        warnings: vec![RETRY_WARNING.to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_sits_below_the_peer() {
+        assert_eq!(
+            idle_timeout_below(Duration::from_secs(60)),
+            Duration::from_secs(59)
+        );
+        assert_eq!(
+            idle_timeout_below(Duration::from_secs(2)),
+            Duration::from_millis(1600)
+        );
+        let t = Target {
+            namespace: "shop".into(),
+            host: "cart.shop.svc.cluster.local".into(),
+            port: 8080,
+        };
+        let r = for_cause(Cause::IdleTimeout, &t, Some(Duration::from_secs(2)));
+        assert!(r.yaml.contains("idleTimeout: 1600ms"), "{}", r.yaml);
+        assert!(r.yaml.contains("retryOn: reset,connect-failure"));
+        assert!(r.yaml.contains("host: cart.shop.svc.cluster.local"));
+        assert!(!r.warnings.is_empty());
+        for cause in Cause::ALL {
+            let r = for_cause(cause, &t, None);
+            assert!(
+                r.yaml.contains("apiVersion") || r.yaml.contains("spec:"),
+                "{cause:?}"
+            );
+        }
+    }
+}

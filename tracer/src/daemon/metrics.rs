@@ -1,0 +1,287 @@
+//! The Prometheus metrics of DESIGN.md (prefix `conntracer_`), in
+//! OpenMetrics text via `prometheus-client`. Names are a contract.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::Registry,
+};
+
+use crate::analysis::{Labels, Observation, cause::Cause};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenedLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub direction: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerCauseLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub direction: String,
+    pub peer: String,
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodCauseLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResetLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub direction: String,
+    pub side: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub direction: String,
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub pod: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub probe: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Idle and lifetime buckets: from the reuse-event threshold up to an hour
+/// (Envoy's default pool idle timeout).
+fn seconds_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+    ])
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections_opened: Family<OpenedLabels, Counter>,
+    pub connection_failures: Family<PeerCauseLabels, Counter>,
+    pub stale_connection_failures: Family<PeerCauseLabels, Counter>,
+    pub http_503: Family<PodCauseLabels, Counter>,
+    pub resets: Family<ResetLabels, Counter>,
+    pub idle_before_reuse: Histograms<PeerLabels>,
+    pub peer_idle_close: Histograms<PeerLabels>,
+    pub connection_lifetime: Histograms<DirectionLabels>,
+    pub open_to_terminating: Family<PodLabels, Gauge>,
+    pub events_lost: Counter,
+    pub tracked_connections: Gauge,
+    pub map_evictions: Counter,
+    pub probe_attach_failures: Family<ProbeLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(version: &str, kernel: &str) -> Self {
+        let mut registry = Registry::with_prefix("conntracer");
+        let m = Self {
+            connections_opened: Family::default(),
+            connection_failures: Family::default(),
+            stale_connection_failures: Family::default(),
+            http_503: Family::default(),
+            resets: Family::default(),
+            idle_before_reuse: Family::new_with_constructor(seconds_histogram),
+            peer_idle_close: Family::new_with_constructor(seconds_histogram),
+            connection_lifetime: Family::new_with_constructor(seconds_histogram),
+            open_to_terminating: Family::default(),
+            events_lost: Counter::default(),
+            tracked_connections: Gauge::default(),
+            map_evictions: Counter::default(),
+            probe_attach_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_opened",
+            "TCP connections established, by pod, direction and role",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            "connection_failures",
+            "Connections ended by the peer with a request in flight, or connects refused or timed out, by cause",
+            m.connection_failures.clone(),
+        );
+        registry.register(
+            "stale_connection_failures",
+            "Failures on reused (pooled) connections with a request in flight: each is a 503 unless a retry hid it",
+            m.stale_connection_failures.clone(),
+        );
+        registry.register(
+            "http_503",
+            "HTTP 503 responses proxies wrote to their downstream, by the cause of the upstream failure behind them",
+            m.http_503.clone(),
+        );
+        registry.register(
+            "resets",
+            "TCP resets sent and received, with the kernel's reason for resets sent",
+            m.resets.clone(),
+        );
+        registry.register(
+            "idle_before_reuse_seconds",
+            "Idle time before a pooled connection was reused (reuses after at least the reuse-event threshold)",
+            m.idle_before_reuse.clone(),
+        );
+        registry.register(
+            "peer_idle_close_seconds",
+            "Idle time at which the peer closed an idle connection: the peer's keep-alive timeout",
+            m.peer_idle_close.clone(),
+        );
+        registry.register(
+            "connection_lifetime_seconds",
+            "Connection lifetime, established to closed",
+            m.connection_lifetime.clone(),
+        );
+        registry.register(
+            "open_connections_to_terminating_pods",
+            "Open connections whose destination has stopped listening",
+            m.open_to_terminating.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Kernel events dropped because the ring buffer was full",
+            m.events_lost.clone(),
+        );
+        registry.register(
+            "tracked_connections",
+            "Connections currently tracked",
+            m.tracked_connections.clone(),
+        );
+        registry.register(
+            "map_evictions",
+            "Connections lost from tracking (kernel LRU map or the userspace table was full)",
+            m.map_evictions.clone(),
+        );
+        registry.register(
+            "probe_attach_failures",
+            "Probes that could not be attached",
+            m.probe_attach_failures.clone(),
+        );
+        registry.register(
+            "build",
+            "Build and kernel information",
+            Info::new(vec![
+                ("version".to_owned(), version.to_owned()),
+                ("kernel".to_owned(), kernel.to_owned()),
+            ]),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn observe(&self, obs: &Observation) {
+        match obs {
+            Observation::Opened { labels, role } => {
+                self.connections_opened
+                    .get_or_create(&OpenedLabels {
+                        namespace: labels.namespace.clone(),
+                        pod: labels.pod.clone(),
+                        direction: labels.direction.as_str().to_owned(),
+                        role: crate::events::role_name(*role)
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                    })
+                    .inc();
+            }
+            Observation::Reset {
+                labels,
+                side,
+                reason,
+            } => {
+                self.resets
+                    .get_or_create(&ResetLabels {
+                        namespace: labels.namespace.clone(),
+                        pod: labels.pod.clone(),
+                        direction: labels.direction.as_str().to_owned(),
+                        side: (*side).to_owned(),
+                        reason: reason.clone(),
+                    })
+                    .inc();
+            }
+            Observation::Reuse { labels, idle } => {
+                self.idle_before_reuse
+                    .get_or_create(&peer_labels(labels))
+                    .observe(idle.as_secs_f64());
+            }
+            Observation::Closed {
+                labels,
+                lifetime,
+                peer_idle_close,
+            } => {
+                if let Some(lifetime) = lifetime {
+                    self.connection_lifetime
+                        .get_or_create(&DirectionLabels {
+                            namespace: labels.namespace.clone(),
+                            pod: labels.pod.clone(),
+                            direction: labels.direction.as_str().to_owned(),
+                        })
+                        .observe(lifetime.as_secs_f64());
+                }
+                if let Some(idle) = peer_idle_close {
+                    self.peer_idle_close
+                        .get_or_create(&peer_labels(labels))
+                        .observe(idle.as_secs_f64());
+                }
+            }
+            Observation::Failure(f) => {
+                let l = PeerCauseLabels {
+                    namespace: f.namespace.clone(),
+                    pod: f.pod.clone(),
+                    direction: f.direction.as_str().to_owned(),
+                    peer: f.peer.clone(),
+                    cause: f.cause.as_str().to_owned(),
+                };
+                self.connection_failures.get_or_create(&l).inc();
+                if f.stale {
+                    self.stale_connection_failures.get_or_create(&l).inc();
+                }
+            }
+            Observation::Http503(h) => {
+                self.http_503
+                    .get_or_create(&PodCauseLabels {
+                        namespace: h.namespace.clone(),
+                        pod: h.pod.clone(),
+                        cause: h.cause.map_or("unattributed", Cause::as_str).to_owned(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+fn peer_labels(l: &Labels) -> PeerLabels {
+    PeerLabels {
+        namespace: l.namespace.clone(),
+        pod: l.pod.clone(),
+        direction: l.direction.as_str().to_owned(),
+        peer: l.peer.clone(),
+    }
+}
