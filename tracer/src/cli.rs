@@ -29,6 +29,8 @@ pub enum Command {
     Daemon(crate::daemon::config::DaemonArgs),
     /// Stream live connection events (connect, accept, close, reset, ...) to the terminal.
     Trace(TraceArgs),
+    /// Findings with evidence and the fix (Istio YAML), from the daemon or a local trace.
+    Diagnose(crate::diagnose::DiagnoseArgs),
     /// Preflight: check that this kernel and these privileges can run the tracer.
     Check(CheckArgs),
 }

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod conntrack;
 pub mod daemon;
+pub mod diagnose;
 pub mod events;
 pub mod kernel;
 pub mod metadata;

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Daemon(args) => runtime.block_on(tracer::daemon::run(args)),
         Command::Trace(args) => runtime.block_on(tracer::trace::run(args)),
+        Command::Diagnose(args) => runtime.block_on(tracer::diagnose::run(args)),
         Command::Check(args) => return tracer::check::run(&args),
     };
     match result {

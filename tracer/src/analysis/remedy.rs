@@ -64,7 +64,8 @@ spec:
 pub fn idle_timeout_below(peer: Duration) -> Duration {
     let secs = peer.as_secs_f64();
     let below = if secs > 5.0 { secs - 1.0 } else { secs * 0.8 };
-    Duration::from_millis((below * 1000.0).floor().max(100.0) as u64)
+    // Whole tenths of a second read better in YAML and stay below.
+    Duration::from_millis(((below * 10.0).floor() * 100.0).max(100.0) as u64)
 }
 
 fn format_duration(d: Duration) -> String {
@@ -192,7 +193,8 @@ spec:
         },
         Cause::PeerReset | Cause::Unknown => Remedy {
             summary: format!(
-                "{} reset connections with requests in flight: retry on reset, and look at the \
+                "connections to {} failed (reset, refused or closed with a request in flight) without a \
+                 pattern conntracer can name: retry on reset and connect failures, and look at the \
                  destination's logs around these times",
                 t.host
             ),
