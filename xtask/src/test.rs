@@ -22,9 +22,19 @@ pub fn all(lint: bool) -> Result<()> {
     }
     // Default members: the eBPF crate only builds for the bpf target (tracer/build.rs).
     let totals = cargo_test(&["test", "--", "--test-threads", "2"])?;
-    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     if totals.failed > 0 || totals.passed == 0 {
+        println!("tests: {} passed, {} failed", totals.passed, totals.failed);
         bail!("{} tests failed, {} passed", totals.failed, totals.passed);
+    }
+    // The lab: every root cause reproduced with real Envoy.
+    let (lab_passed, lab_failed) = crate::lab::run_scenarios(None)?;
+    println!(
+        "tests: {} passed, {} failed",
+        totals.passed + lab_passed as u64,
+        lab_failed
+    );
+    if lab_failed > 0 {
+        bail!("{lab_failed} lab scenarios failed");
     }
     Ok(())
 }

