@@ -160,6 +160,7 @@ fn refused_connect_and_the_reset_that_refused_it() {
     trace.wait_for("refused connect", |ev| {
         !select(ev, "close", |e| e["end"] == "connect_refused").is_empty()
             && select(ev, "reset", |_| true).len() >= 2
+            && !select(ev, "failure", |_| true).is_empty()
     });
     let events = trace.stop();
     let close = select(&events, "close", |e| e["remote"] == closed_port.to_string());
@@ -171,6 +172,20 @@ fn refused_connect_and_the_reset_that_refused_it() {
         (Some("client"), Some("ct-client"))
     );
     assert_ne!(port_of(&close[0]["local"]), 0);
+
+    // The analysis turns it into a failure, with its cause and evidence.
+    let failure = select(&events, "failure", |e| {
+        e["remote"] == closed_port.to_string()
+    });
+    assert_eq!(failure.len(), 1, "{}", dump(&events));
+    assert_eq!(failure[0]["end"], "connect_refused");
+    assert_eq!(
+        failure[0]["cause"], "unknown",
+        "another pod, never seen listening"
+    );
+    assert_eq!(failure[0]["peer"], format!("{}/server", pair.namespace));
+    assert_eq!(failure[0]["evidence"]["peer_close"], "refused");
+    assert_eq!(failure[0]["stale"], false);
 
     let received = select(&events, "reset", |e| e["side"] == "received");
     assert_eq!(received.len(), 1, "{}", dump(&events));

@@ -211,6 +211,10 @@ impl Analyzer {
             }
             EventKind::Reset => {
                 let Some(reset) = ev.reset else { return };
+                if reset.side == ResetSide::Sent && ev.local.port() != 0 {
+                    // Even a refusal tells us who owns the address.
+                    self.topology.own(ev.netns, ev.local.ip());
+                }
                 let labels = self.labels(pods, ev.netns, ev.role, ev.remote);
                 let (side, reason) = match reset.side {
                     ResetSide::Sent => (
