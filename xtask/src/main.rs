@@ -26,7 +26,8 @@ enum Cmd {
     Setup,
     /// Build the release binary (target/release/conntracer).
     Build,
-    /// Build, then run conntracer with the given arguments (needs root).
+    /// Build, then run conntracer (needs root): the daemon on its defaults, or
+    /// whatever arguments follow `--` (e.g. `-- trace --output json`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -64,6 +65,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { args } => {
             setup::build_prerequisites()?;
             build_release()?;
+            let args = if args.is_empty() {
+                vec!["daemon".to_owned()]
+            } else {
+                args
+            };
             let status = Command::new("target/release/conntracer")
                 .args(&args)
                 .status()

@@ -40,6 +40,9 @@ use peers::PeerLabels;
 use proxy::ProxyMatcher;
 use topology::{ListenerView, Topology};
 
+/// Shorter idle gaps before a peer's close do not reveal an idle timeout.
+pub const MIN_PEER_IDLE_CLOSE: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct AnalysisConfig {
     pub proxy: ProxyMatcher,
@@ -269,9 +272,10 @@ impl Analyzer {
             self.topology.own(conn.netns, conn.local.ip());
         }
         let labels = self.labels(pods, conn.netns, conn.role, conn.remote);
+        // A FIN right after a response is the protocol (`Connection: close`), not an idle timeout.
         let peer_idle_close = conn
             .idle_at_peer_close()
-            .filter(|_| !request_in_flight(conn));
+            .filter(|idle| *idle >= MIN_PEER_IDLE_CLOSE && !request_in_flight(conn));
         if let (Some(idle), Role::Client) = (peer_idle_close, conn.role) {
             self.learner
                 .peer_idle_close((conn.netns, conn.remote), idle);

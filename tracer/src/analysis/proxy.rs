@@ -9,9 +9,11 @@ pub struct ProxyMatcher {
 
 impl Default for ProxyMatcher {
     fn default() -> Self {
+        // Envoy's worker threads are named `wrk:worker_N`, and the thread's name
+        // is what the kernel reports for the sockets they open.
         Self {
             uids: vec![1337],
-            comms: vec!["envoy".into(), "pilot-agent".into()],
+            comms: vec!["envoy".into(), "pilot-agent".into(), "wrk:worker".into()],
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct DaemonArgs {
     /// A process with this uid is a proxy (repeatable) [default: 1337].
     #[arg(long = "proxy-uid", value_name = "UID")]
     pub proxy_uids: Vec<u32>,
-    /// A process with this command name is a proxy (repeatable) [default: envoy, pilot-agent].
+    /// A process (thread) with this command name prefix is a proxy (repeatable) [default: envoy, pilot-agent, wrk:worker].
     #[arg(long = "proxy-comm", value_name = "COMM")]
     pub proxy_comms: Vec<String>,
     /// Cluster address ranges; anything else is `egress` (repeatable) [default: RFC 1918 and fc00::/7].
