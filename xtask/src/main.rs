@@ -4,6 +4,7 @@
 //! twice: rust-src for the toolchain that builds the eBPF crate, bpf-linker,
 //! and the Debian packages the tests use.
 
+mod bench;
 mod lab;
 mod setup;
 mod test;
@@ -36,6 +37,12 @@ enum Cmd {
     Lab {
         /// One scenario (default: all).
         scenario: Option<String>,
+    },
+    /// Overhead, throughput and memory against a baseline and peer tracers (needs root).
+    Bench {
+        /// The reduced run (baseline, trace, daemon; small counts) the tests include.
+        #[arg(long)]
+        quick: bool,
     },
     /// Every test: formatting, lints, unit tests, kernel tests with real traffic, the lab.
     Test {
@@ -82,6 +89,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Lab { scenario } => {
             setup::all()?;
             lab::run(scenario.as_deref())
+        }
+        Cmd::Bench { quick } => {
+            setup::all()?;
+            if !quick {
+                setup::bench_peers()?;
+            }
+            bench::run(quick)
         }
         Cmd::Test { no_lint } => test::all(!no_lint),
     }

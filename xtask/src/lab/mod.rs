@@ -4,10 +4,10 @@
 //! bounded; everything is torn down at the end, also on failure.
 
 mod envoy;
-mod net;
+pub mod net;
 mod procs;
 mod scenarios;
-mod scrape;
+pub mod scrape;
 
 use std::{
     net::SocketAddr,

@@ -1,0 +1,221 @@
+//! The bench workloads, run from threads inside the bench's network
+//! namespaces. Every loop is bounded in count and time.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+/// Runs `f` on a thread inside network namespace `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let path = format!("/run/netns/{netns}");
+    thread::spawn(move || {
+        let ns = File::open(&path).expect("open netns");
+        // SAFETY: valid fd; setns affects only this thread.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}"
+        );
+        f()
+    })
+}
+
+pub struct Endpoints {
+    pub client_ns: String,
+    pub server_ns: String,
+    pub server: SocketAddr,
+}
+
+/// connect → accept → close, `n` times; the server closes first so the
+/// client keeps no TIME_WAIT. Returns connections per second.
+pub fn connect_close(ep: &Endpoints, n: u32) -> Result<f64> {
+    let server = ep.server;
+    let listener = in_netns(&ep.server_ns, move || TcpListener::bind(server))
+        .join()
+        .expect("bind")?;
+    let acceptor = thread::spawn(move || {
+        for _ in 0..n {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(_) => break,
+            }
+        }
+    });
+    let started = Instant::now();
+    let client = in_netns(&ep.client_ns, move || -> std::io::Result<()> {
+        let mut buf = [0u8; 1];
+        for _ in 0..n {
+            let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+            let _ = c.read(&mut buf); // EOF once the server closed
+        }
+        Ok(())
+    });
+    client.join().expect("client")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    acceptor.join().expect("acceptor");
+    Ok(f64::from(n) / elapsed)
+}
+
+/// Request/response of 64 bytes on `conns` keep-alive connections, `n` round
+/// trips in all. Returns round trips per second.
+pub fn request_response(ep: &Endpoints, conns: u32, n: u32) -> Result<f64> {
+    let server = ep.server;
+    let listener = in_netns(&ep.server_ns, move || TcpListener::bind(server))
+        .join()
+        .expect("bind")?;
+    let echo = thread::spawn(move || {
+        let mut workers = Vec::new();
+        for _ in 0..conns {
+            let Ok((mut c, _)) = listener.accept() else {
+                break;
+            };
+            workers.push(thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while c.read_exact(&mut buf).is_ok() {
+                    if c.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        workers.into_iter().for_each(|w| w.join().expect("echo"));
+    });
+    let per_conn = n / conns;
+    let clients: Vec<_> = (0..conns)
+        .map(|_| {
+            in_netns(&ep.client_ns, move || -> std::io::Result<()> {
+                let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+                c.set_nodelay(true)?;
+                let mut buf = [7u8; 64];
+                for _ in 0..per_conn {
+                    c.write_all(&buf)?;
+                    c.read_exact(&mut buf)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for c in clients {
+        c.join().expect("client")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    echo.join().expect("echo");
+    Ok(f64::from(per_conn * conns) / elapsed)
+}
+
+/// New connections at `rate` per second for `seconds`; returns how many were made.
+pub fn churn(ep: &Endpoints, rate: u32, seconds: f64) -> Result<u64> {
+    let server = ep.server;
+    let listener = in_netns(&ep.server_ns, move || TcpListener::bind(server))
+        .join()
+        .expect("bind")?;
+    listener.set_nonblocking(true)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let acceptor = thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(_) => thread::sleep(Duration::from_micros(100)),
+            }
+        }
+        while let Ok((conn, _)) = listener.accept() {
+            drop(conn);
+        }
+    });
+    let total = (f64::from(rate) * seconds) as u64;
+    let made = in_netns(&ep.client_ns, move || {
+        let started = Instant::now();
+        let mut made = 0u64;
+        let mut buf = [0u8; 1];
+        while made < total && started.elapsed().as_secs_f64() < seconds * 3.0 {
+            // Pace: connection k is due at k / rate seconds.
+            let due = Duration::from_secs_f64(made as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+            if let Ok(mut c) = TcpStream::connect_timeout(&server, Duration::from_secs(2)) {
+                let _ = c.read(&mut buf);
+                made += 1;
+            }
+        }
+        made
+    })
+    .join()
+    .expect("client");
+    done.store(true, Ordering::Relaxed);
+    acceptor.join().expect("acceptor");
+    Ok(made)
+}
+
+/// Holds `n` idle connections open (spread over several server ports) until
+/// `hold` returns; returns how many were opened.
+pub fn idle_connections(ep: &Endpoints, n: u32, hold: impl FnOnce()) -> Result<u32> {
+    const PORTS: u16 = 4;
+    let mut listeners = Vec::new();
+    for i in 0..PORTS {
+        let addr = SocketAddr::new(ep.server.ip(), ep.server.port() + 1 + i);
+        listeners.push(
+            in_netns(&ep.server_ns, move || TcpListener::bind(addr))
+                .join()
+                .expect("bind")?,
+        );
+    }
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let accepted = accepted.clone();
+            let share = n / u32::from(PORTS);
+            thread::spawn(move || {
+                for _ in 0..share {
+                    match l.accept() {
+                        Ok((c, _)) => accepted.lock().expect("lock").push(c),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let base = ep.server;
+    let clients = in_netns(&ep.client_ns, move || {
+        let mut held = Vec::new();
+        for i in 0..n {
+            let port = base.port() + 1 + (i % u32::from(PORTS)) as u16;
+            match TcpStream::connect_timeout(
+                &SocketAddr::new(base.ip(), port),
+                Duration::from_secs(2),
+            ) {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+        held
+    })
+    .join()
+    .expect("client");
+    for a in acceptors {
+        a.join().expect("acceptor");
+    }
+    let opened = clients.len() as u32;
+    thread::sleep(Duration::from_millis(500));
+    hold();
+    drop(clients);
+    drop(accepted);
+    Ok(opened)
+}
