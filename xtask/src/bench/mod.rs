@@ -182,7 +182,7 @@ pub fn run(quick: bool) -> Result<()> {
                 tracer.name()
             );
             let before_ids: Vec<u32> = bpf_stats().iter().map(|p| p.0).collect();
-            let running = Running::start(tracer, &conntracer, namespace)?;
+            let running = Running::start(tracer, &conntracer, namespace, &[])?;
             let mut made = 0u64;
             let mut measure =
                 |name: String, f: &mut dyn FnMut() -> Result<(f64, u64)>| -> Result<()> {
@@ -287,7 +287,14 @@ fn idle_memory(
     conntracer: &Path,
     endpoints: &mut dyn FnMut() -> Endpoints,
 ) -> Result<Value> {
-    let daemon = Running::start(Tracer::Daemon, conntracer, "bench")?;
+    // Both ends of every connection are tracked: room for twice the connections.
+    let capacity = (plan.idle_connections * 2 + 16_384).to_string();
+    let daemon = Running::start(
+        Tracer::Daemon,
+        conntracer,
+        "bench",
+        &["--max-connections", &capacity],
+    )?;
     let rss_before = daemon.rss_mib();
     let ep = endpoints();
     let mut at_peak = (0.0, 0.0, 0.0);

@@ -44,7 +44,12 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(tracer: Tracer, conntracer: &Path, namespace: &str) -> Result<Self> {
+    pub fn start(
+        tracer: Tracer,
+        conntracer: &Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let ct = conntracer.to_str().unwrap();
         let (program, args): (&str, Vec<&str>) = match tracer {
             Tracer::None => {
@@ -71,6 +76,7 @@ impl Running {
         };
         let mut child = Command::new(program)
             .args(&args)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
