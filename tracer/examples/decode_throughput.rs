@@ -3,9 +3,9 @@
 //! pipeline the daemon runs (decode → connection table → analysis), on one
 //! core. Used by `cargo xtask bench`; prints `events_per_second N`.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
-use tracer::{analysis::AnalysisConfig, pipeline::Pipeline};
+use tracer::{analysis::AnalysisConfig, kernel::setup::ResetReasons, pipeline::Pipeline};
 use tracer_common::{
     event::{ConnEvent, EventKind, Role, flags},
     tcp::AF_INET,
@@ -50,7 +50,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
-    let mut pipeline = Pipeline::new(AnalysisConfig::default(), 131_072, BTreeMap::new());
+    let mut pipeline = Pipeline::new(AnalysisConfig::default(), 131_072, ResetReasons::default());
     let kinds = [EventKind::Connect, EventKind::Reuse, EventKind::Close];
     let records: Vec<ConnEvent> = (0..n)
         .map(|i| {

@@ -1,14 +1,13 @@
 //! The path every kernel record takes, shared by `trace` and `daemon`:
 //! decode → connection table → analysis.
 
-use std::collections::BTreeMap;
-
 use tracer_common::event::ConnEvent;
 
 use crate::{
     analysis::{AnalysisConfig, Analyzer, Observation},
     conntrack::{ConnectionTable, table::Applied},
     events::{Clock, Event},
+    kernel::setup::ResetReasons,
     metadata::{PodName, PodResolver},
 };
 
@@ -22,11 +21,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(
-        config: AnalysisConfig,
-        capacity: usize,
-        reset_reasons: BTreeMap<u64, String>,
-    ) -> Self {
+    pub fn new(config: AnalysisConfig, capacity: usize, reset_reasons: ResetReasons) -> Self {
         let clock = Clock::calibrate();
         Self {
             clock,

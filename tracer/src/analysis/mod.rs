@@ -18,7 +18,7 @@ pub mod remedy;
 pub mod topology;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     net::SocketAddr,
     time::Duration,
 };
@@ -28,6 +28,7 @@ use tracer_common::event::{EventKind, ResetSide, Role};
 use crate::{
     conntrack::{Connection, EndReason, table::Applied},
     events::{Clock, Event},
+    kernel::setup::ResetReasons,
     metadata::{PodName, PodResolver},
 };
 use attribution::{Attributed503, Attributor, Seen503};
@@ -126,7 +127,7 @@ struct PendingFailure {
 pub struct Analyzer {
     config: AnalysisConfig,
     clock: Clock,
-    reset_reasons: BTreeMap<u64, String>,
+    reset_reasons: ResetReasons,
     pub topology: Topology,
     pub learner: IdleLearner,
     peers: PeerLabels,
@@ -138,7 +139,7 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    pub fn new(config: AnalysisConfig, clock: Clock, reset_reasons: BTreeMap<u64, String>) -> Self {
+    pub fn new(config: AnalysisConfig, clock: Clock, reset_reasons: ResetReasons) -> Self {
         Self {
             attribution: Attributor::new(config.attribution_window),
             peers: PeerLabels::new(config.peer_cap),
@@ -158,10 +159,7 @@ impl Analyzer {
     }
 
     pub fn reason_name(&self, reason: u32) -> String {
-        self.reset_reasons
-            .get(&u64::from(reason))
-            .cloned()
-            .unwrap_or_else(|| reason.to_string())
+        self.reset_reasons.name(reason)
     }
 
     /// Labels for a connection of `netns` with `role` to `remote`.

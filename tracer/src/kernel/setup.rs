@@ -39,7 +39,33 @@ pub struct KernelSetup {
     pub available: Vec<&'static ProbeSpec>,
     pub unavailable: Vec<Unavailable>,
     /// `enum sk_rst_reason` names as `tcp:tcp_send_reset` prints them (empty before 6.10).
-    pub reset_reasons: BTreeMap<u64, String>,
+    pub reset_reasons: ResetReasons,
+}
+
+/// The kernel's names for `enum sk_rst_reason` values, e.g. 1 → `NO_SOCKET`.
+#[derive(Debug, Clone, Default)]
+pub struct ResetReasons(BTreeMap<u64, String>);
+
+impl ResetReasons {
+    pub fn new(names: BTreeMap<u64, String>) -> Self {
+        Self(names)
+    }
+
+    /// The name, or the number when this kernel did not name it.
+    pub fn name(&self, reason: u32) -> String {
+        self.0
+            .get(&u64::from(reason))
+            .cloned()
+            .unwrap_or_else(|| reason.to_string())
+    }
+
+    pub fn get(&self, reason: u64) -> Option<&str> {
+        self.0.get(&reason).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl std::fmt::Debug for ProbeSpec {
@@ -56,7 +82,7 @@ impl KernelSetup {
         };
         let mut available = Vec::new();
         let mut unavailable = Vec::new();
-        let mut reset_reasons = BTreeMap::new();
+        let mut reset_reasons = ResetReasons::default();
         for spec in PROBES {
             let format = match tracefs.format(spec.tracepoint) {
                 Ok(format) => format,
@@ -84,7 +110,7 @@ impl KernelSetup {
                 }),
             }
             if spec.tracepoint == "tcp/tcp_send_reset" {
-                reset_reasons = format.symbolic_values("reason");
+                reset_reasons = ResetReasons::new(format.symbolic_values("reason"));
             }
         }
         Ok(Self {

@@ -1,7 +1,7 @@
 //! One line of trace output, the same fields for the table and JSON.
 //! JSON field names are a stable interface: add fields, never rename.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use serde::Serialize;
 use tracer_common::{
@@ -13,6 +13,7 @@ use crate::{
     analysis::{Http503, cause::Cause, failure::Failure},
     conntrack::{Connection, EndReason, table::Applied},
     events::{self, Event},
+    kernel::setup::ResetReasons,
     metadata::PodName,
 };
 
@@ -107,19 +108,16 @@ fn ms(d: Duration) -> f64 {
 
 /// Turns events into records; holds the kernel's names for reset reasons.
 pub struct RecordBuilder {
-    reset_reasons: BTreeMap<u64, String>,
+    reset_reasons: ResetReasons,
 }
 
 impl RecordBuilder {
-    pub fn new(reset_reasons: BTreeMap<u64, String>) -> Self {
+    pub fn new(reset_reasons: ResetReasons) -> Self {
         Self { reset_reasons }
     }
 
     fn reason_name(&self, reason: u32) -> String {
-        self.reset_reasons
-            .get(&u64::from(reason))
-            .cloned()
-            .unwrap_or_else(|| reason.to_string())
+        self.reset_reasons.name(reason)
     }
 
     pub fn build(&self, ev: &Event, applied: &Applied, pod: &PodName) -> TraceRecord {
@@ -151,27 +149,8 @@ impl RecordBuilder {
                 Applied::Closed(c) => Some(c.id),
                 Applied::Untracked => None,
             },
-            end: None,
-            lifetime_ms: None,
-            idle_ms: None,
-            peer_idle_close_ms: None,
-            tx_bytes: None,
-            rx_bytes: None,
-            tx_msgs: None,
-            rx_msgs: None,
-            requests: None,
-            max_idle_before_reuse_ms: None,
-            error: None,
-            side: None,
-            reason: None,
-            state: None,
-            idle_before_reuse_ms: None,
             status: ev.http_status,
-            cause: None,
-            stale: None,
-            direction: None,
-            peer: None,
-            evidence: None,
+            ..Self::empty()
         };
         match ev.kind {
             EventKind::Close => {
