@@ -13,14 +13,17 @@ pub enum Counter {
     UntrackedClose = 2,
     /// The listener map refused an insert.
     ListenerMapFull = 3,
+    /// The DNS ring buffer was full: a DNS answer was dropped.
+    DnsLost = 4,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 5] = [
         Counter::EventsLost,
         Counter::SockMapFull,
         Counter::UntrackedClose,
         Counter::ListenerMapFull,
+        Counter::DnsLost,
     ];
     /// Length of the `COUNTERS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;

@@ -204,3 +204,34 @@ pub struct ConnEvent {
 impl ConnEvent {
     pub const SIZE: usize = core::mem::size_of::<ConnEvent>();
 }
+
+/// Bytes of a DNS message copied to userspace; longer answers are cut there
+/// (`len` says how long it was) and userspace treats them as truncated.
+pub const DNS_CAPTURE_MAX: usize = 512;
+
+/// A DNS response (UDP or TCP from port 53) arriving at a socket on the node;
+/// sent through its own ring buffer, `DNS_EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub ts_ns: u64,
+    /// `bpf_get_netns_cookie` of the receiving socket's namespace; userspace
+    /// maps it to the namespace inode.
+    pub netns_cookie: u64,
+    /// Server → receiver: `sport` is 53.
+    pub tuple: Tuple,
+    /// Socket owner's uid.
+    pub uid: u32,
+    /// 17 (UDP) or 6 (TCP; `data` then starts with the two-byte length).
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+    /// Payload length in the packet.
+    pub len: u32,
+    /// Bytes copied into `data`.
+    pub captured: u32,
+    pub data: [u8; DNS_CAPTURE_MAX],
+}
+
+impl DnsEvent {
+    pub const SIZE: usize = core::mem::size_of::<DnsEvent>();
+}

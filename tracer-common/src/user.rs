@@ -2,7 +2,7 @@
 
 use crate::{
     config::ProbeConfig,
-    event::{ConnEvent, ListenerKey, SockState},
+    event::{ConnEvent, DnsEvent, ListenerKey, SockState},
 };
 
 // SAFETY: all are `#[repr(C)]`, `Copy`, contain no pointers, and every bit
@@ -11,3 +11,4 @@ unsafe impl aya::Pod for ProbeConfig {}
 unsafe impl aya::Pod for SockState {}
 unsafe impl aya::Pod for ListenerKey {}
 unsafe impl aya::Pod for ConnEvent {}
+unsafe impl aya::Pod for DnsEvent {}

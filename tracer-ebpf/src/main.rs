@@ -12,6 +12,7 @@
 
 mod activity;
 mod config;
+mod dns;
 mod emit;
 mod http;
 mod kernel;
@@ -72,6 +73,13 @@ pub fn ct_recv_len(ctx: TracePointContext) -> u32 {
 #[cgroup_skb]
 pub fn ct_http_peek(ctx: SkBuffContext) -> i32 {
     http::on_egress(&ctx);
+    1
+}
+
+/// cgroup_skb ingress on the cgroup v2 root: DNS answers for every pod.
+#[cgroup_skb]
+pub fn ct_dns(ctx: SkBuffContext) -> i32 {
+    dns::on_ingress(&ctx);
     1
 }
 

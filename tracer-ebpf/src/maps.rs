@@ -23,6 +23,11 @@ pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(16
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
+/// DNS answers, in their own ring buffer: they are larger than connection
+/// events, and a burst of them must not crowd those out.
+#[map]
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
 /// Loss and skip counters, indexed by [`Counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

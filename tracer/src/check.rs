@@ -284,6 +284,7 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
         reuse_event_min_idle: std::time::Duration::from_millis(500),
         drain_interval: std::time::Duration::from_millis(100),
         no_http_peek: false,
+        no_dns: false,
     };
     match Probes::load(&setup, &defaults.load_options()) {
         Ok(probes) => {

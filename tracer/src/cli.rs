@@ -57,6 +57,7 @@ pub enum EventKindArg {
     #[value(name = "http_503")]
     Http503,
     Failure,
+    Dns,
 }
 
 impl EventKindArg {
@@ -71,6 +72,7 @@ impl EventKindArg {
             EventKindArg::ListenClose => "listen_close",
             EventKindArg::Http503 => "http_503",
             EventKindArg::Failure => "failure",
+            EventKindArg::Dns => "dns",
         }
     }
 }
@@ -126,6 +128,9 @@ pub struct ProbeArgs {
     /// Do not attach the HTTP 503 status peek (cgroup_skb egress program).
     #[arg(long)]
     pub no_http_peek: bool,
+    /// Do not attach the DNS answer capture (cgroup_skb ingress program).
+    #[arg(long)]
+    pub no_dns: bool,
 }
 
 impl ProbeArgs {
@@ -135,6 +140,7 @@ impl ProbeArgs {
             ring_bytes: self.ring_bytes,
             reuse_event_min_idle: self.reuse_event_min_idle,
             http_peek: !self.no_http_peek,
+            dns_capture: !self.no_dns,
             ..LoadOptions::default()
         }
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod conntrack;
 pub mod daemon;
 pub mod diagnose;
+pub mod dns;
 pub mod events;
 pub mod kernel;
 pub mod metadata;

@@ -1,14 +1,17 @@
 //! The path every kernel record takes, shared by `trace` and `daemon`:
 //! decode → connection table → analysis.
 
-use tracer_common::event::ConnEvent;
+use tracer_common::event::{ConnEvent, DnsEvent};
+
+const IPPROTO_TCP: u8 = 6;
 
 use crate::{
     analysis::{AnalysisConfig, Analyzer, Observation},
     conntrack::{ConnectionTable, table::Applied},
+    dns,
     events::{Clock, Event},
     kernel::setup::ResetReasons,
-    metadata::{PodName, PodResolver},
+    metadata::{PodName, PodResolver, cookies::NetnsCookies},
 };
 
 pub struct Pipeline {
@@ -18,6 +21,12 @@ pub struct Pipeline {
     pub analyzer: Analyzer,
     /// Records that did not decode (unknown kinds: a build mismatch).
     pub undecodable: u64,
+    /// Network namespace cookies (DNS capture) to inodes.
+    pub cookies: NetnsCookies,
+    /// DNS payloads skipped: malformed or hostile (parse errors), and cut
+    /// (longer than the capture, or split across TCP segments).
+    pub dns_malformed: u64,
+    pub dns_truncated: u64,
 }
 
 impl Pipeline {
@@ -29,6 +38,9 @@ impl Pipeline {
             pods: PodResolver::new(),
             analyzer: Analyzer::new(config, clock, reset_reasons),
             undecodable: 0,
+            cookies: NetnsCookies::default(),
+            dns_malformed: 0,
+            dns_truncated: 0,
         }
     }
 
@@ -52,6 +64,33 @@ impl Pipeline {
         seen(&event, &applied, &pod);
         self.analyzer
             .observe(&event, &applied, &mut self.pods, observations);
+    }
+
+    /// Parses one captured DNS response and records it for its namespace.
+    pub fn process_dns(&mut self, raw: &DnsEvent, observations: &mut Vec<Observation>) {
+        let captured = &raw.data[..(raw.captured as usize).min(raw.data.len())];
+        let message = if raw.protocol == IPPROTO_TCP {
+            dns::parse::tcp_message(captured)
+        } else {
+            Some(captured)
+        };
+        let Some(message) =
+            message.filter(|_| raw.protocol == IPPROTO_TCP || raw.len == raw.captured)
+        else {
+            self.dns_truncated += 1;
+            return;
+        };
+        match dns::parse_response(message) {
+            Ok(answer) => {
+                let netns = self.cookies.inode(raw.netns_cookie).unwrap_or(0);
+                self.analyzer
+                    .observe_dns(netns, answer, raw.ts_ns, &mut self.pods, observations);
+            }
+            Err(e) => {
+                self.dns_malformed += 1;
+                tracing::debug!("skipping DNS payload: {e}");
+            }
+        }
     }
 
     /// Decides what time has settled (failures, 503 attributions).

@@ -56,8 +56,12 @@ pub fn start(args: &ProbeArgs) -> Result<Tracer, StartError> {
         );
     }
     let mut probes = Probes::load(&setup, &args.load_options())?;
-    let reader =
-        EventReader::new(probes.take_events()?, args.drain_interval).map_err(StartError::Reader)?;
+    let reader = EventReader::new(
+        probes.take_events()?,
+        probes.take_dns_events()?,
+        args.drain_interval,
+    )
+    .map_err(StartError::Reader)?;
     let counters = probes.take_counters()?;
     Ok(Tracer {
         setup,

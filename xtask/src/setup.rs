@@ -12,6 +12,7 @@ const DEBIAN: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("setpriv", "util-linux"),
     ("bpftool", "bpftool"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 /// The tracers the full bench compares with.

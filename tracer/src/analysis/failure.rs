@@ -36,9 +36,25 @@ pub struct Evidence {
     pub listener_closed_before_ms: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listener_only_on: Vec<String>,
+    /// The DNS name the connection was opened for, and how its answer moved on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsEvidence>,
     /// Requests the connection had carried (this one included).
     pub requests: u32,
     pub connection_age_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsEvidence {
+    pub name: String,
+    /// The answer the connection's address came from.
+    pub old_answer: Vec<std::net::IpAddr>,
+    /// The answer in force at the failure (empty when the record expired unrefreshed).
+    pub new_answer: Vec<std::net::IpAddr>,
+    /// How long before the failure the answer changed (or the TTL ran out).
+    pub changed_before_failure_ms: f64,
+    /// The record expired and no answer was seen since (firewall-style DNS pinning).
+    pub ttl_expired: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -36,6 +36,8 @@ struct Pattern {
     first_seen: String,
     last_seen: String,
     learned_peer_idle_close: Option<Duration>,
+    /// The DNS name behind the destination, when one was seen.
+    dns_name: Option<String>,
     samples: VecDeque<Failure>,
 }
 
@@ -110,8 +112,12 @@ impl Findings {
             first_seen: f.time.clone(),
             last_seen: f.time.clone(),
             learned_peer_idle_close: None,
+            dns_name: None,
             samples: VecDeque::new(),
         });
+        if let Some(dns) = &f.evidence.dns {
+            p.dns_name = Some(dns.name.clone());
+        }
         p.failures += 1;
         p.stale += u64::from(f.stale);
         p.last_seen = f.time.clone();
@@ -152,9 +158,14 @@ impl Findings {
             .iter()
             .filter(|(k, _)| wanted(&k.namespace, &k.pod))
             .map(|(k, p)| {
+                // A name from DNS is the host Istio knows the destination by.
+                let host = p
+                    .dns_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(&k.peer, &k.namespace, &p.destination));
                 let target = Target {
                     namespace: k.namespace.clone(),
-                    host: host_of(&k.peer, &k.namespace, &p.destination),
+                    host,
                     port: p.port,
                 };
                 let mut evidence = BTreeMap::new();

@@ -27,6 +27,7 @@ use tracer_common::event::{EventKind, ResetSide, Role};
 
 use crate::{
     conntrack::{Connection, EndReason, table::Applied},
+    dns::{DnsAnswer, DnsHistory},
     events::{Clock, Event},
     kernel::setup::ResetReasons,
     metadata::{PodName, PodResolver},
@@ -34,7 +35,7 @@ use crate::{
 use attribution::{Attributed503, Attributor, Seen503};
 use cause::{Cause, Facts};
 use direction::{Direction, DirectionClassifier};
-use failure::{Evidence, Failure, failure_moment, is_stale, ms, request_in_flight};
+use failure::{DnsEvidence, Evidence, Failure, failure_moment, is_stale, ms, request_in_flight};
 use findings::{Findings, Mismatch};
 use learning::IdleLearner;
 use peers::PeerLabels;
@@ -106,6 +107,21 @@ pub enum Observation {
     },
     Failure(Box<Failure>),
     Http503(Http503),
+    Dns(Box<DnsSeen>),
+}
+
+/// A DNS answer seen in a pod.
+#[derive(Debug, Clone)]
+pub struct DnsSeen {
+    pub time: String,
+    pub netns: u32,
+    pub namespace: String,
+    pub pod: String,
+    /// Bounded label value for the name (`other` past the per-pod cap).
+    pub name_label: String,
+    pub answer: DnsAnswer,
+    /// The address set differs from the name's previous answer.
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -122,6 +138,8 @@ struct PendingFailure {
     ready_ns: u64,
     at_ns: u64,
     conn: Box<Connection>,
+    /// The DNS name the connection was opened for.
+    dns_name: Option<String>,
 }
 
 pub struct Analyzer {
@@ -136,10 +154,16 @@ pub struct Analyzer {
     pub findings: Findings,
     /// Pid of each proxy process per netns, for 503s whose socket owner is unknown.
     proxies: HashMap<u32, u32>,
+    pub dns: DnsHistory,
+    /// Bounded `name` label values per pod.
+    dns_labels: PeerLabels,
+    /// Open client connection id → the DNS name it was opened for.
+    conn_names: HashMap<u64, String>,
 }
 
 impl Analyzer {
     pub fn new(config: AnalysisConfig, clock: Clock, reset_reasons: ResetReasons) -> Self {
+        let config_peer_cap = config.peer_cap;
         Self {
             attribution: Attributor::new(config.attribution_window),
             peers: PeerLabels::new(config.peer_cap),
@@ -151,6 +175,9 @@ impl Analyzer {
             pending: VecDeque::new(),
             findings: Findings::default(),
             proxies: HashMap::new(),
+            dns: DnsHistory::default(),
+            dns_labels: PeerLabels::new(config_peer_cap),
+            conn_names: HashMap::new(),
         }
     }
 
@@ -201,6 +228,13 @@ impl Analyzer {
             EventKind::ListenClose => self.topology.unlisten(ev.netns, ev.local, ev.mono_ns),
             EventKind::Connect | EventKind::Accept => {
                 self.topology.own(ev.netns, ev.local.ip());
+                if let (EventKind::Connect, Applied::Open { id }) = (ev.kind, applied)
+                    && let Some(name) =
+                        self.dns
+                            .name_for(ev.netns, ev.remote.ip(), ev.stats.start_ns.max(1))
+                {
+                    self.conn_names.insert(*id, name);
+                }
                 if self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm) {
                     self.proxies.insert(ev.netns, ev.process.pid);
                 }
@@ -283,12 +317,14 @@ impl Analyzer {
             lifetime: conn.lifetime(),
             peer_idle_close,
         });
+        let dns_name = self.conn_names.remove(&conn.id);
         if let Some(at_ns) = failure_moment(conn) {
             let ready_ns = Clock::mono_now() + self.config.settle.as_nanos() as u64;
             self.pending.push_back(PendingFailure {
                 ready_ns,
                 at_ns,
                 conn: Box::new(conn.clone()),
+                dns_name,
             });
         }
     }
@@ -298,7 +334,7 @@ impl Analyzer {
         let now = Clock::mono_now();
         while self.pending.front().is_some_and(|p| p.ready_ns <= now) {
             let p = self.pending.pop_front().expect("checked");
-            let failure = self.decide(&p.conn, p.at_ns, pods);
+            let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref(), pods);
             self.attribution
                 .failure(p.at_ns, failure.netns, failure.pid, failure.cause);
             let learned = self
@@ -326,7 +362,13 @@ impl Analyzer {
         }
     }
 
-    fn decide(&mut self, conn: &Connection, at_ns: u64, pods: &mut PodResolver) -> Failure {
+    fn decide(
+        &mut self,
+        conn: &Connection,
+        at_ns: u64,
+        dns_name: Option<&str>,
+        pods: &mut PodResolver,
+    ) -> Failure {
         let s = &conn.stats;
         let end = conn.end.unwrap_or(EndReason::LocalClose);
         let dest = (conn.netns, conn.remote);
@@ -354,13 +396,17 @@ impl Analyzer {
             _ => Vec::new(),
         };
         let reused = s.requests >= 2;
+        let staleness = dns_name.and_then(|name| {
+            self.dns
+                .staleness(conn.netns, name, conn.remote.ip(), at_ns)
+        });
         let facts = Facts {
             connect_refused: end == EndReason::ConnectRefused,
             reset_received: end == EndReason::ResetReceived,
             same_pod: dest_netns == Some(conn.netns),
             listener_closed_before,
             listener_other_address_only: !listener_only_on.is_empty(),
-            dns_stale: false,
+            dns_stale: staleness.is_some(),
             reused,
             peer_closed_before_request: s.fin_in_ns != 0 && s.fin_in_ns <= s.last_send_ns,
             idle_before_request: conn.last_reuse_idle().filter(|_| reused),
@@ -388,6 +434,15 @@ impl Analyzer {
                 .then(|| self.reason_name(s.rst_reason)),
             listener_closed_before_ms: listener_closed_before.map(ms),
             listener_only_on,
+            dns: staleness.map(|st| DnsEvidence {
+                name: st.name,
+                old_answer: st.old_answer,
+                new_answer: st.new_answer,
+                changed_before_failure_ms: ms(Duration::from_nanos(
+                    at_ns.saturating_sub(st.since_ns),
+                )),
+                ttl_expired: st.ttl_expired,
+            }),
             requests: s.requests,
             connection_age_ms: ms(Duration::from_nanos(at_ns.saturating_sub(s.start_ns))),
         };
@@ -448,6 +503,54 @@ impl Analyzer {
                 },
             )
             .collect()
+    }
+
+    /// A DNS answer received in `netns` at monotonic `at_ns`.
+    pub fn observe_dns(
+        &mut self,
+        netns: u32,
+        answer: DnsAnswer,
+        at_ns: u64,
+        pods: &mut PodResolver,
+        out: &mut Vec<Observation>,
+    ) {
+        let changed = self.dns.record(netns, &answer, at_ns).is_some();
+        let pod = pods.resolve(netns);
+        let name_label = self.dns_labels.label(netns, answer.name.clone());
+        out.push(Observation::Dns(Box::new(DnsSeen {
+            time: humantime::format_rfc3339_nanos(self.clock.wall(at_ns)).to_string(),
+            netns,
+            namespace: pod.namespace,
+            pod: pod.pod,
+            name_label,
+            answer,
+            changed,
+        })));
+    }
+
+    /// Open connections to addresses their name's latest DNS answer no longer
+    /// has, per pod and name: the warning before the 503s.
+    pub fn open_to_stale_dns<'a>(
+        &mut self,
+        open: impl Iterator<Item = &'a Connection>,
+        pods: &mut PodResolver,
+    ) -> HashMap<(PodName, String), u64> {
+        let now = Clock::mono_now();
+        let mut counts = HashMap::new();
+        for conn in open.filter(|c| c.role == Role::Client) {
+            let Some(name) = self.conn_names.get(&conn.id) else {
+                continue;
+            };
+            if self
+                .dns
+                .staleness(conn.netns, name, conn.remote.ip(), now)
+                .is_some()
+            {
+                let label = self.dns_labels.label(conn.netns, name.clone());
+                *counts.entry((pods.resolve(conn.netns), label)).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// Open client connections whose destination's listener has closed, per pod.

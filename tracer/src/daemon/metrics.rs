@@ -64,6 +64,18 @@ pub struct PodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub probe: String,
 }
@@ -89,6 +101,9 @@ pub struct Metrics {
     pub peer_idle_close: Histograms<PeerLabels>,
     pub connection_lifetime: Histograms<DirectionLabels>,
     pub open_to_terminating: Family<PodLabels, Gauge>,
+    pub open_to_stale_dns: Family<NameLabels, Gauge>,
+    pub dns_answer_changes: Family<NameLabels, Counter>,
+    pub dns_skipped: Family<ReasonLabels, Counter>,
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
@@ -108,6 +123,9 @@ impl Metrics {
             peer_idle_close: Family::new_with_constructor(seconds_histogram),
             connection_lifetime: Family::new_with_constructor(seconds_histogram),
             open_to_terminating: Family::default(),
+            open_to_stale_dns: Family::default(),
+            dns_answer_changes: Family::default(),
+            dns_skipped: Family::default(),
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
@@ -158,6 +176,21 @@ impl Metrics {
             "open_connections_to_terminating_pods",
             "Open connections whose destination has stopped listening",
             m.open_to_terminating.clone(),
+        );
+        registry.register(
+            "open_connections_to_stale_dns",
+            "Open connections to IPs the latest DNS answer for their name no longer has: a warning before the 503s",
+            m.open_to_stale_dns.clone(),
+        );
+        registry.register(
+            "dns_answer_changes",
+            "DNS answers whose addresses differ from the previous answer",
+            m.dns_answer_changes.clone(),
+        );
+        registry.register(
+            "dns_payloads_skipped",
+            "DNS payloads not used: malformed (or hostile), or truncated",
+            m.dns_skipped.clone(),
         );
         registry.register(
             "events_lost",
@@ -255,6 +288,17 @@ impl Metrics {
                 self.connection_failures.get_or_create(&l).inc();
                 if f.stale {
                     self.stale_connection_failures.get_or_create(&l).inc();
+                }
+            }
+            Observation::Dns(d) => {
+                if d.changed {
+                    self.dns_answer_changes
+                        .get_or_create(&NameLabels {
+                            namespace: d.namespace.clone(),
+                            pod: d.pod.clone(),
+                            name: d.name_label.clone(),
+                        })
+                        .inc();
                 }
             }
             Observation::Http503(h) => {

@@ -18,7 +18,7 @@ use crate::{
     analysis::findings::Finding, pipeline::Pipeline, probes::counters::CounterTotals, startup,
 };
 use config::{DaemonArgs, DaemonConfig};
-use metrics::{Metrics, PodLabels, ProbeLabels};
+use metrics::{Metrics, NameLabels, PodLabels, ProbeLabels, ReasonLabels};
 
 /// State shared between the event loop and the HTTP handlers.
 pub struct Core {
@@ -55,6 +55,26 @@ impl Core {
         m.tracked_connections.set(self.pipeline.table.len() as i64);
         let p = &mut self.pipeline;
         let terminating = p.analyzer.open_to_terminating(p.table.iter(), &mut p.pods);
+        let stale = p.analyzer.open_to_stale_dns(p.table.iter(), &mut p.pods);
+        m.open_to_stale_dns.clear();
+        for ((pod, name), n) in stale {
+            m.open_to_stale_dns
+                .get_or_create(&NameLabels {
+                    namespace: pod.namespace,
+                    pod: pod.pod,
+                    name,
+                })
+                .set(n as i64);
+        }
+        for (reason, total) in [
+            ("malformed", p.dns_malformed),
+            ("truncated", p.dns_truncated),
+        ] {
+            let counter = m.dns_skipped.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         m.open_to_terminating.clear();
         for (pod, n) in terminating {
             m.open_to_terminating
@@ -118,6 +138,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut batch = Vec::new();
+    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     loop {
         let stop = tokio::select! {
@@ -126,10 +147,14 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             _ = tracer.reader.wait() => false,
         };
         tracer.reader.drain(&mut batch);
+        tracer.reader.drain_dns(&mut dns_batch);
         let totals = CounterTotals::read(&tracer.counters);
         {
             let mut core = core.lock().expect("core lock");
             let core = &mut *core;
+            for raw in dns_batch.drain(..) {
+                core.pipeline.process_dns(&raw, &mut observations);
+            }
             for raw in batch.drain(..) {
                 core.pipeline.process(&raw, &mut observations, |_, _, _| {});
             }

@@ -71,6 +71,7 @@ async fn trace_for(args: &DiagnoseArgs, duration: Duration) -> anyhow::Result<Fi
     );
     let deadline = tokio::time::Instant::now() + duration;
     let mut batch = Vec::new();
+    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     loop {
         let done = tokio::select! {
@@ -78,6 +79,10 @@ async fn trace_for(args: &DiagnoseArgs, duration: Duration) -> anyhow::Result<Fi
             _ = tracer.reader.wait() => false,
         };
         tracer.reader.drain(&mut batch);
+        tracer.reader.drain_dns(&mut dns_batch);
+        for raw in dns_batch.drain(..) {
+            pipeline.process_dns(&raw, &mut observations);
+        }
         for raw in batch.drain(..) {
             pipeline.process(&raw, &mut observations, |_, _, _| {});
         }

@@ -1,5 +1,6 @@
 //! Who a network namespace belongs to.
 
+pub mod cookies;
 pub mod netns;
 
 pub use netns::{PodName, PodResolver};

@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub wakeup_min_bytes: u64,
     /// Attach the HTTP 503 status peek (cgroup_skb egress on the cgroup v2 root).
     pub http_peek: bool,
+    /// Attach the DNS answer capture (cgroup_skb ingress on the cgroup v2 root).
+    pub dns_capture: bool,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +44,7 @@ impl Default for LoadOptions {
             reuse_event_min_idle: Duration::from_millis(500),
             wakeup_min_bytes: 256 << 10,
             http_peek: true,
+            dns_capture: true,
         }
     }
 }
@@ -96,12 +99,16 @@ pub struct Probes {
     pub attached: Vec<AttachedProbe>,
     /// Optional programs that could not be attached: (program, why).
     pub failed: Vec<(&'static str, String)>,
-    /// Program id of the HTTP peek, when attached.
-    pub http_peek_id: Option<u32>,
+    /// Ids of the attached cgroup programs (HTTP peek, DNS capture).
+    pub cgroup_ids: Vec<u32>,
+    /// The DNS capture is attached.
+    pub dns_capture: bool,
 }
 
 /// The HTTP status peek program.
 pub const HTTP_PEEK: &str = "ct_http_peek";
+/// The DNS capture program.
+pub const DNS_CAPTURE: &str = "ct_dns";
 
 impl Probes {
     pub fn load(setup: &KernelSetup, options: &LoadOptions) -> Result<Self, LoadError> {
@@ -144,15 +151,34 @@ impl Probes {
             attached.push(AttachedProbe { spec, program_id });
         }
         let mut failed = Vec::new();
-        let mut http_peek_id = None;
-        if options.http_peek {
-            match attach_http_peek(&mut ebpf) {
-                Ok(id) => http_peek_id = Some(id),
+        let mut cgroup_ids = Vec::new();
+        let mut dns_capture = false;
+        let optional = [
+            (
+                options.http_peek,
+                HTTP_PEEK,
+                CgroupSkbAttachType::Egress,
+                "503s will not be counted",
+            ),
+            (
+                options.dns_capture,
+                DNS_CAPTURE,
+                CgroupSkbAttachType::Ingress,
+                "no DNS answers, no dns_stale cause",
+            ),
+        ];
+        for (wanted, program, direction, cost) in optional {
+            if !wanted {
+                continue;
+            }
+            match attach_cgroup_skb(&mut ebpf, program, direction) {
+                Ok(id) => {
+                    cgroup_ids.push(id);
+                    dns_capture |= program == DNS_CAPTURE;
+                }
                 Err(e) => {
-                    tracing::warn!(
-                        "degraded: HTTP 503 peek unavailable ({e}); 503s will not be counted"
-                    );
-                    failed.push((HTTP_PEEK, e));
+                    tracing::warn!("degraded: {program} unavailable ({e}); {cost}");
+                    failed.push((program, e));
                 }
             }
         }
@@ -160,7 +186,8 @@ impl Probes {
             ebpf,
             attached,
             failed,
-            http_peek_id,
+            cgroup_ids,
+            dns_capture,
         })
     }
 
@@ -174,6 +201,23 @@ impl Probes {
             name: "EVENTS",
             source,
         })
+    }
+
+    /// The DNS answer ring buffer, when the capture is attached (can be taken once).
+    pub fn take_dns_events(&mut self) -> Result<Option<RingBuf<MapData>>, LoadError> {
+        if !self.dns_capture {
+            return Ok(None);
+        }
+        let map = self
+            .ebpf
+            .take_map("DNS_EVENTS")
+            .ok_or(LoadError::MissingMap("DNS_EVENTS"))?;
+        RingBuf::try_from(map)
+            .map(Some)
+            .map_err(|source| LoadError::Map {
+                name: "DNS_EVENTS",
+                source,
+            })
     }
 
     /// The per-CPU loss counters (can be taken once).
@@ -193,7 +237,7 @@ impl Probes {
         self.attached
             .iter()
             .map(|p| p.program_id)
-            .chain(self.http_peek_id)
+            .chain(self.cgroup_ids.iter().copied())
             .collect()
     }
 }
@@ -215,26 +259,37 @@ fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
     program.info().map(|info| info.id()).map_err(fail)
 }
 
-/// cgroup_skb egress on the cgroup v2 root sees every socket in every netns.
-fn attach_http_peek(ebpf: &mut Ebpf) -> Result<u32, String> {
+/// cgroup_skb on the cgroup v2 root sees every socket in every netns.
+fn attach_cgroup_skb(
+    ebpf: &mut Ebpf,
+    name: &str,
+    direction: CgroupSkbAttachType,
+) -> Result<u32, String> {
     let root = crate::kernel::mount::cgroup2_mount().ok_or("cgroup v2 is not mounted")?;
     let cgroup = std::fs::File::open(&root).map_err(|e| format!("opening {root}: {e}"))?;
     let program: &mut CgroupSkb = ebpf
-        .program_mut(HTTP_PEEK)
+        .program_mut(name)
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(|e: ProgramError| e.to_string())?;
-    program.load().map_err(|e| format!("loading: {e}"))?;
+    program
+        .load()
+        .map_err(|e| format!("loading: {}", short(&chain(&e))))?;
     // A BPF link (5.7+) coexists with other programs on the cgroup; the
     // multi-attach flag is for the older prog-attach path and links reject it.
     program
-        .attach(
-            &cgroup,
-            CgroupSkbAttachType::Egress,
-            CgroupAttachMode::Single,
-        )
+        .attach(&cgroup, direction, CgroupAttachMode::Single)
         .map_err(|e| format!("attaching to {root}: {} (needs CAP_NET_ADMIN)", chain(&e)))?;
     program.info().map(|i| i.id()).map_err(|e| e.to_string())
+}
+
+/// The head and tail of a long message (a verifier log), for a one-line warning.
+fn short(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 6 {
+        return text.to_owned();
+    }
+    format!("{} ... {}", lines[0], lines[lines.len() - 4..].join(" | "))
 }
 
 /// An error with its sources, for messages.

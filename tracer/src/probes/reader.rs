@@ -1,6 +1,7 @@
-//! Draining the ring buffer. The programs submit without waking us (a wake-up
-//! costs more than the probe itself), so we drain on a short timer, and early
-//! when they force a wake-up because the buffer is filling.
+//! Draining the ring buffers. The programs submit connection events without
+//! waking us (a wake-up costs more than the probe itself), so we drain on a
+//! short timer, and early when they force a wake-up because the buffer is
+//! filling. DNS answers come through a ring of their own.
 
 use std::time::Duration;
 
@@ -9,43 +10,58 @@ use tokio::{
     io::{Interest, unix::AsyncFd},
     time::Interval,
 };
-use tracer_common::event::ConnEvent;
+use tracer_common::event::{ConnEvent, DnsEvent};
 
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// DNS answers, when the capture is attached.
+    dns: Option<AsyncFd<RingBuf<MapData>>>,
     tick: Interval,
-    /// Records shorter than a `ConnEvent` (a build mismatch); counted, skipped.
+    /// Records shorter than their type (a build mismatch); counted, skipped.
     pub malformed: u64,
 }
 
 impl EventReader {
-    pub fn new(ring: RingBuf<MapData>, drain_every: Duration) -> std::io::Result<Self> {
+    pub fn new(
+        ring: RingBuf<MapData>,
+        dns: Option<RingBuf<MapData>>,
+        drain_every: Duration,
+    ) -> std::io::Result<Self> {
         let mut tick = tokio::time::interval(drain_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // SAFETY: the ring buffer owns its map fd for its whole life, and the
-        // AsyncFd owns the ring buffer, so the fd stays open and the same.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let dns = dns.map(register).transpose()?;
         Ok(Self {
-            ring,
+            ring: register(ring)?,
+            dns,
             tick,
             malformed: 0,
         })
     }
 
-    /// Waits for the next timer tick or a forced wake-up.
+    /// Waits for the next timer tick or a forced wake-up (DNS answers always wake).
     pub async fn wait(&mut self) {
+        let dns = async {
+            match self.dns.as_mut() {
+                Some(dns) => {
+                    if let Ok(mut guard) = dns.readable_mut().await {
+                        guard.clear_ready();
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 if let Ok(mut guard) = guard {
                     guard.clear_ready();
                 }
             }
+            _ = dns => {}
             _ = self.tick.tick() => {}
         }
     }
 
-    /// Appends every queued event to `out`.
+    /// Appends every queued connection event to `out`.
     pub fn drain(&mut self, out: &mut Vec<ConnEvent>) {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
@@ -55,6 +71,27 @@ impl EventReader {
             }
         }
     }
+
+    /// Appends every queued DNS answer to `out`.
+    pub fn drain_dns(&mut self, out: &mut Vec<DnsEvent>) {
+        let Some(dns) = self.dns.as_mut() else { return };
+        let ring = dns.get_mut();
+        while let Some(item) = ring.next() {
+            if item.len() >= DnsEvent::SIZE {
+                // SAFETY: DnsEvent is plain old data and the slice is long enough.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) });
+            } else {
+                self.malformed += 1;
+            }
+        }
+    }
+}
+
+fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its map fd for its whole life, and the
+    // AsyncFd owns the ring buffer, so the fd stays open and the same.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// A ring buffer record as a `ConnEvent`, if it is long enough.

@@ -43,6 +43,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         tracer.setup.reset_reasons.clone(),
     );
     let mut batch = Vec::new();
+    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     let mut records = Vec::new();
     let mut lost_reported = 0;
@@ -67,6 +68,10 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         };
         // Drain on every wake-up, and once more on the way out.
         tracer.reader.drain(&mut batch);
+        tracer.reader.drain_dns(&mut dns_batch);
+        for raw in dns_batch.drain(..) {
+            pipeline.process_dns(&raw, &mut observations);
+        }
         for raw in batch.drain(..) {
             pipeline.process(&raw, &mut observations, |event, applied, pod| {
                 // 503s are shown once attributed (below), not as raw sightings.
@@ -80,6 +85,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
             match obs {
                 Observation::Failure(f) => records.push(builder.failure(&f)),
                 Observation::Http503(h) => records.push(builder.http_503(&h)),
+                Observation::Dns(d) => records.push(builder.dns(&d)),
                 _ => {}
             }
         }

@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    analysis::{Http503, cause::Cause, failure::Failure},
+    analysis::{DnsSeen, Http503, cause::Cause, failure::Failure},
     conntrack::{Connection, EndReason, table::Applied},
     events::{self, Event},
     kernel::setup::ResetReasons,
@@ -100,6 +100,19 @@ pub struct TraceRecord {
     pub peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<serde_json::Value>,
+
+    // dns
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// The address set differs from the name's previous answer in this pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -258,6 +271,27 @@ impl RecordBuilder {
             direction: None,
             peer: None,
             evidence: None,
+            name: None,
+            answers: None,
+            ttl: None,
+            rcode: None,
+            changed: None,
+        }
+    }
+
+    pub fn dns(&self, d: &DnsSeen) -> TraceRecord {
+        TraceRecord {
+            time: d.time.clone(),
+            event: "dns",
+            netns: d.netns,
+            namespace: d.namespace.clone(),
+            pod: d.pod.clone(),
+            name: Some(d.answer.name.clone()),
+            answers: Some(d.answer.addresses.iter().map(|a| a.to_string()).collect()),
+            ttl: Some(d.answer.ttl),
+            rcode: Some(d.answer.rcode.clone()),
+            changed: Some(d.changed),
+            ..Self::empty()
         }
     }
 

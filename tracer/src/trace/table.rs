@@ -39,6 +39,18 @@ fn detail(r: &TraceRecord) -> String {
         }
         let _ = write!(out, "{key}={value}");
     };
+    if let Some(name) = &r.name {
+        put("name", name.clone());
+    }
+    if let Some(answers) = &r.answers {
+        put("answers", answers.join(","));
+    }
+    if let Some(ttl) = r.ttl {
+        put("ttl", format!("{ttl}s"));
+    }
+    if let Some(true) = r.changed {
+        put("changed", "yes".to_owned());
+    }
     if let Some(cause) = r.cause {
         put("cause", cause.to_owned());
     }

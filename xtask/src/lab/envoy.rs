@@ -12,6 +12,15 @@ pub struct Sidecar<'a> {
     /// The pool's idle timeout (Envoy's default is 1 h).
     pub idle_timeout: Option<Duration>,
     pub access_log: &'a Path,
+    /// Resolve `upstream` by DNS (a LOGICAL_DNS cluster) with this server.
+    pub dns: Option<Dns<'a>>,
+}
+
+pub struct Dns<'a> {
+    pub resolver: &'a str,
+    /// Envoy 1.40's new DNS implementation drains connections to a changed
+    /// address; `false` gives the classic behaviour users hit.
+    pub new_implementation: bool,
 }
 
 pub fn config(s: &Sidecar) -> String {
@@ -29,8 +38,40 @@ pub fn config(s: &Sidecar) -> String {
         ),
         None => String::new(),
     };
+    let (cluster_type, dns_config) = match &s.dns {
+        Some(d) => (
+            "LOGICAL_DNS",
+            format!(
+                r#"
+    dns_lookup_family: V4_ONLY
+    dns_refresh_rate: 1s
+    respect_dns_ttl: true
+    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers:
+        - socket_address: {{ address: {}, port_value: 53 }}
+        use_resolvers_as_fallback: false"#,
+                d.resolver
+            ),
+        ),
+        None => ("STATIC", String::new()),
+    };
+    let runtime = match &s.dns {
+        Some(d) => format!(
+            r#"layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      envoy.reloadable_features.enable_new_dns_implementation: {}
+"#,
+            d.new_implementation
+        ),
+        None => String::new(),
+    };
     format!(
-        r#"static_resources:
+        r#"{runtime}static_resources:
   listeners:
   - name: sidecar
     address:
@@ -62,8 +103,8 @@ pub fn config(s: &Sidecar) -> String {
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
   - name: upstream
-    type: STATIC
-    connect_timeout: 1s{protocol_options}
+    type: {cluster_type}
+    connect_timeout: 1s{dns_config}{protocol_options}
     load_assignment:
       cluster_name: upstream
       endpoints:

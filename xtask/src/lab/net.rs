@@ -47,6 +47,10 @@ pub struct Network {
     pub switch: String,
     pub frontend: Pod,
     pub cart: Pod,
+    /// Pods added with `add_pod`.
+    pub extra: Vec<Pod>,
+    namespace: String,
+    subnet: u8,
 }
 
 impl Network {
@@ -54,7 +58,7 @@ impl Network {
         let switch = format!("{namespace}-switch");
         let _ = Command::new("ip").args(["netns", "del", &switch]).output();
         ip(&["netns", "add", &switch])?;
-        let mut net = Network {
+        let net = Network {
             switch: switch.clone(),
             frontend: Pod {
                 netns: format!("{namespace}.frontend"),
@@ -66,33 +70,32 @@ impl Network {
                 ip: format!("10.213.{subnet}.20"),
                 veth: "eth0".into(),
             },
+            extra: Vec::new(),
+            namespace: namespace.to_owned(),
+            subnet,
         };
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
-        for (i, pod) in [&mut net.frontend, &mut net.cart].into_iter().enumerate() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &pod.netns])
-                .output();
-            ip(&["netns", "add", &pod.netns])?;
-            let port = format!("p{i}");
-            ip(&[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &pod.netns,
-            ])?;
-            ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&[
-                "-n",
-                &pod.netns,
-                "addr",
-                "add",
-                &format!("{}/24", pod.ip),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &pod.netns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &pod.netns, "link", "set", "lo", "up"])?;
+        for (i, pod) in [&net.frontend, &net.cart].into_iter().enumerate() {
+            plug(&switch, pod, i)?;
         }
         Ok(net)
+    }
+
+    /// Another pod `NAMESPACE.name` at 10.213.N.`host`.
+    pub fn add_pod(&mut self, name: &str, host: u8) -> Result<Pod> {
+        let pod = Pod {
+            netns: format!("{}.{name}", self.namespace),
+            ip: format!("10.213.{}.{host}", self.subnet),
+            veth: "eth0".into(),
+        };
+        plug(&self.switch, &pod, 2 + self.extra.len())?;
+        self.extra.push(Pod {
+            netns: pod.netns.clone(),
+            ip: pod.ip.clone(),
+            veth: pod.veth.clone(),
+        });
+        Ok(pod)
     }
 
     /// Istio's inbound capture: TCP arriving for `port` goes to the sidecar's `to`.
@@ -120,10 +123,41 @@ impl Network {
     }
 }
 
+/// Creates the pod's namespace and plugs it into the bridge as port `p{index}`.
+fn plug(switch: &str, pod: &Pod, index: usize) -> Result<()> {
+    let _ = Command::new("ip")
+        .args(["netns", "del", &pod.netns])
+        .output();
+    ip(&["netns", "add", &pod.netns])?;
+    let port = format!("p{index}");
+    ip(&[
+        "-n", switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+        &pod.netns,
+    ])?;
+    ip(&["-n", switch, "link", "set", &port, "master", "br0", "up"])?;
+    ip(&[
+        "-n",
+        &pod.netns,
+        "addr",
+        "add",
+        &format!("{}/24", pod.ip),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", &pod.netns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &pod.netns, "link", "set", "lo", "up"])
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
-        for ns in [&self.frontend.netns, &self.cart.netns, &self.switch] {
+        let extra = self.extra.iter().map(|p| &p.netns);
+        for ns in [&self.frontend.netns, &self.cart.netns]
+            .into_iter()
+            .chain(extra)
+            .chain([&self.switch])
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
     }
 }

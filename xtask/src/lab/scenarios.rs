@@ -42,6 +42,16 @@ pub const SCENARIOS: &[Scenario] = &[
         run: app_not_listening,
     },
     Scenario {
+        name: "dns-change",
+        about: "an egress name moves to a new IP; Envoy (classic DNS) and a plain pooled client keep using the old one, which then resets",
+        run: dns_change,
+    },
+    Scenario {
+        name: "dns-change-new-dns",
+        about: "control: the same change with Envoy's new DNS implementation, which drains connections to a changed address",
+        run: dns_change_new_implementation,
+    },
+    Scenario {
         name: "control",
         about: "no fault: short gaps, the app's timeout far away",
         run: control,
@@ -296,6 +306,7 @@ fn sidecar<'a>(
         upstream_port: 8080,
         idle_timeout: idle,
         access_log: log,
+        dns: None,
     }
 }
 
@@ -636,4 +647,280 @@ fn control_idle_fixed(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
         },
     )?;
     check_clean(&stage, s.name, summary)
+}
+
+const DNS_NAME: &str = "api.lab.example";
+
+fn dns_change(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    dns_scenario(lab, s, n, false)
+}
+
+fn dns_change_new_implementation(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
+    dns_scenario(lab, s, n, true)
+}
+
+/// A DNS server (dnsmasq, TTL 1 s) answers `api.lab.example` with server A;
+/// mid-run it answers server B; then A resets every connection (iptables),
+/// as a load balancer that moved would. Envoy resolves the name itself
+/// (LOGICAL_DNS); the plain client (classic run only) resolves per new connection.
+fn dns_scenario(lab: &Lab, s: &Scenario, n: u8, new_dns: bool) -> Result<Outcome> {
+    let mut stage = Stage::new(lab, s, n)?;
+    let dns = stage.net.add_pod("dns", 53)?;
+    let server_a = stage.net.add_pod("api-a", 30)?;
+    let server_b = stage.net.add_pod("api-b", 31)?;
+    let front = stage.net.frontend.netns.clone();
+
+    let hosts = stage.dir.join("hosts");
+    std::fs::write(&hosts, format!("{} {DNS_NAME}\n", server_a.ip))?;
+    stage.procs.push(Proc::spawn(
+        "dnsmasq",
+        Some(&dns.netns),
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--local-ttl=1",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-facility=-",
+            &format!("--addn-hosts={}", hosts.display()),
+            &format!("--listen-address={}", dns.ip),
+        ],
+        &stage.dir.join("dnsmasq.log"),
+    )?);
+    // `ip netns exec` gives the pod this resolv.conf.
+    let etc = format!("/etc/netns/{front}");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(
+        format!("{etc}/resolv.conf"),
+        format!("nameserver {}\noptions timeout:1 attempts:2\n", dns.ip),
+    )?;
+    for server in [&server_a, &server_b] {
+        stage.app(lab, &server.netns, "0.0.0.0", 30.0)?;
+    }
+    let log = stage.dir.join("access.log");
+    let mut sidecar = sidecar("127.0.0.1", 15001, DNS_NAME, None, &log);
+    sidecar.dns = Some(envoy::Dns {
+        resolver: &dns.ip,
+        new_implementation: new_dns,
+    });
+    stage.envoy(lab, &front, &sidecar)?;
+    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+
+    // Load through Envoy (three concurrent callers keep several pooled
+    // upstream connections) and, in the classic run, the plain client.
+    let mut loads = Vec::new();
+    for i in 0..3 {
+        let script = lab.scripts.join("client.py");
+        loads.push(Proc::spawn(
+            &format!("client {i}"),
+            Some(&front),
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "15001",
+                "--gaps",
+                "0.2",
+                "--count",
+                "40",
+                "--max-seconds",
+                "60",
+            ],
+            &stage.dir.join(format!("client-{i}.log")),
+        )?);
+    }
+    if !new_dns {
+        let script = lab.scripts.join("pool_client.py");
+        loads.push(Proc::spawn(
+            "pool client",
+            Some(&front),
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "--name",
+                DNS_NAME,
+                "--count",
+                "40",
+                "--gap",
+                "0.2",
+            ],
+            &stage.dir.join("pool-client.log"),
+        )?);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The name moves to B.
+    std::fs::write(&hosts, format!("{} {DNS_NAME}\n", server_b.ip))?;
+    let dnsmasq = stage
+        .procs
+        .iter()
+        .find(|p| p.name == "dnsmasq")
+        .expect("dnsmasq started");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(dnsmasq.pid(), libc::SIGHUP) };
+    let switched = std::time::SystemTime::now();
+    let ns = stage.namespace();
+    let gauge = || {
+        scrape::metrics(stage.daemon)
+            .map(|m| {
+                scrape::sum(
+                    &m,
+                    "conntracer_open_connections_to_stale_dns",
+                    &[("namespace", &ns), ("pod", "frontend")],
+                )
+            })
+            .unwrap_or(0.0)
+    };
+    let gauge_rose = wait_until(
+        "the stale-DNS gauge to rise",
+        Duration::from_secs(6),
+        || gauge() > 0.0,
+    )
+    .ok()
+    .map(|()| std::time::SystemTime::now());
+    let peak_gauge = gauge();
+    std::thread::sleep(Duration::from_millis(500));
+    // A goes away: every connection to it is reset from now on.
+    super::net::netns_exec(
+        &server_a.netns,
+        &[
+            "iptables",
+            "-I",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
+    let reset_at = std::time::SystemTime::now();
+    for mut load in loads {
+        load.wait(Duration::from_secs(90))?;
+    }
+    std::thread::sleep(SETTLE);
+
+    let m = scrape::metrics(stage.daemon)?;
+    let log = stage.scenario_log();
+    let envoy_503 = log.iter().filter(|(c, _)| *c == 503).count() as f64;
+    let attributed = stage.delta(
+        &m,
+        "conntracer_http_503_total",
+        &[
+            ("namespace", &ns),
+            ("pod", "frontend"),
+            ("cause", "dns_stale"),
+        ],
+    );
+    let all_503 = stage.delta(&m, "conntracer_http_503_total", &[("namespace", &ns)]);
+    let failures = stage.delta(
+        &m,
+        "conntracer_connection_failures_total",
+        &[("namespace", &ns), ("cause", "dns_stale")],
+    );
+    let all_failures = stage.delta(
+        &m,
+        "conntracer_connection_failures_total",
+        &[("namespace", &ns), ("pod", "frontend")],
+    );
+    let changes = scrape::sum(
+        &m,
+        "conntracer_dns_answer_changes_total",
+        &[("namespace", &ns), ("pod", "frontend"), ("name", DNS_NAME)],
+    );
+    let diagnose = stage.diagnose(lab)?;
+    let finding = diagnose["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["cause"] == "dns_stale")
+        .cloned();
+    let first_failure = finding
+        .as_ref()
+        .and_then(|f| f["first_seen"].as_str())
+        .and_then(|t| humantime::parse_rfc3339(t).ok());
+    let secs = |a: std::time::SystemTime, b: std::time::SystemTime| {
+        b.duration_since(a)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_else(|e| -e.duration().as_secs_f64())
+    };
+    let mut lines = vec![
+        format!(
+            "Envoy ({} DNS): {} requests, {envoy_503} x 503",
+            if new_dns { "new" } else { "classic" },
+            log.len()
+        ),
+        format!(
+            "conntracer_dns_answer_changes_total{{pod=\"frontend\",name=\"{DNS_NAME}\"}} = {changes}"
+        ),
+        format!(
+            "conntracer_open_connections_to_stale_dns rose {} after the DNS switch (peak {peak_gauge})",
+            gauge_rose.map_or("never".to_owned(), |t| format!("{:.2}s", secs(switched, t)))
+        ),
+        format!(
+            "conntracer_http_503_total{{cause=\"dns_stale\"}} = {attributed} (all causes: {all_503})"
+        ),
+        format!(
+            "conntracer_connection_failures_total{{cause=\"dns_stale\"}} = {failures} (frontend, all causes: {all_failures})"
+        ),
+    ];
+    let mut failed = Vec::new();
+    if changes < 1.0 {
+        failed.push("no DNS answer change counted".to_owned());
+    }
+    if new_dns {
+        if envoy_503 > 0.0 || all_503 > 0.0 {
+            failed.push(format!(
+                "new DNS implementation: Envoy wrote {envoy_503} 503s, conntracer counted {all_503}"
+            ));
+        }
+        if all_failures > 0.0 {
+            failed.push(format!("{all_failures} failures attributed in the control"));
+        }
+        return Ok(Outcome {
+            name: s.name,
+            lines,
+            failed,
+        });
+    }
+    match (gauge_rose, first_failure) {
+        (Some(rose), Some(first)) => {
+            let lead = secs(rose, first);
+            lines.push(format!("lead time: the gauge rose {lead:.2}s before the first failure (A reset {:.2}s after it rose)", secs(rose, reset_at)));
+            if lead <= 0.0 {
+                failed.push("the gauge did not rise before the first failure".to_owned());
+            }
+        }
+        (None, _) => failed.push("the stale-DNS gauge never rose".to_owned()),
+        (_, None) => failed.push("diagnose has no dns_stale finding".to_owned()),
+    }
+    if failures < 1.0 {
+        failed.push("no failure attributed to dns_stale".to_owned());
+    }
+    if envoy_503 < 1.0 {
+        failed.push("Envoy wrote no 503 (classic DNS should keep the old connections)".to_owned());
+    }
+    if attributed < 0.95 * envoy_503 {
+        failed.push(format!(
+            "only {attributed} of Envoy's {envoy_503} 503s counted under dns_stale"
+        ));
+    }
+    if let Some(f) = &finding {
+        lines.push(format!(
+            "diagnose: {}",
+            f["remedy"]["summary"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(Outcome {
+        name: s.name,
+        lines,
+        failed,
+    })
 }

@@ -1,0 +1,97 @@
+//! DNS capture: a cgroup_skb ingress program on the cgroup v2 root sees the
+//! packets of every socket in every network namespace. UDP or TCP segments
+//! from port 53 with a payload are copied (at most `DNS_CAPTURE_MAX` bytes)
+//! to `DNS_EVENTS`; everything else returns after a few loads.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_get_netns_cookie, bpf_skb_load_bytes},
+    },
+    programs::SkBuffContext,
+};
+use tracer_common::{
+    counters::Counter,
+    event::{DNS_CAPTURE_MAX, DnsEvent, Tuple},
+    tcp::{AF_INET, AF_INET6},
+};
+
+use crate::maps::{DNS_EVENTS, bump};
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const DNS_PORT: u16 = 53;
+
+pub fn on_ingress(ctx: &SkBuffContext) {
+    let family = ctx.skb.family() as u16;
+    let (l4, protocol) = if family == AF_INET {
+        let Ok(version_ihl) = ctx.load::<u8>(0) else {
+            return;
+        };
+        ((version_ihl & 0x0f) as usize * 4, ctx.load::<u8>(9))
+    } else if family == AF_INET6 {
+        (40, ctx.load::<u8>(6))
+    } else {
+        return;
+    };
+    let Ok(protocol) = protocol else { return };
+    if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
+        return;
+    }
+    let Ok(sport) = ctx.load::<u16>(l4) else {
+        return;
+    };
+    if u16::from_be(sport) != DNS_PORT {
+        return;
+    }
+    let payload = if protocol == IPPROTO_UDP {
+        l4 + 8
+    } else {
+        let Ok(data_offset) = ctx.load::<u8>(l4 + 12) else {
+            return;
+        };
+        l4 + (data_offset >> 4) as usize * 4
+    };
+    let total = ctx.len() as usize;
+    if total <= payload {
+        return; // no payload (a bare ACK)
+    }
+    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
+        bump(Counter::DnsLost);
+        return;
+    };
+    let mut tuple = Tuple {
+        family,
+        sport: DNS_PORT,
+        dport: ctx.skb.local_port() as u16,
+        ..Tuple::default()
+    };
+    if family == AF_INET {
+        tuple.saddr[..4].copy_from_slice(&ctx.skb.remote_ipv4().to_ne_bytes());
+        tuple.daddr[..4].copy_from_slice(&ctx.skb.local_ipv4().to_ne_bytes());
+    }
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved, exclusively owned DnsEvent slot.
+    unsafe {
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        (*ev).tuple = tuple;
+        (*ev).uid = ctx.get_socket_uid();
+        (*ev).protocol = protocol;
+        (*ev)._pad = [0; 3];
+        (*ev).len = (total - payload) as u32;
+        // Copy 1..=DNS_CAPTURE_MAX bytes; the mask keeps both bounds visible
+        // to the verifier (the helper refuses a length that may be zero).
+        let n = (total - payload).min(DNS_CAPTURE_MAX);
+        let n = ((n - 1) & (DNS_CAPTURE_MAX - 1)) + 1;
+        let copied = bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            payload as u32,
+            (&raw mut (*ev).data).cast(),
+            n as u32,
+        );
+        (*ev).captured = if copied == 0 { n as u32 } else { 0 };
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,117 @@
+//! Network namespace cookies (what `bpf_get_netns_cookie` returns in socket
+//! programs) to namespace inodes. The kernel hands a namespace's cookie to
+//! any socket in it (`SO_NETNS_COOKIE`, Linux 5.14+), so we open a socket in
+//! each namespace we can reach and ask.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+pub struct NetnsCookies {
+    map: HashMap<u64, u32>,
+    last_scan: Option<Instant>,
+    min_rescan: Duration,
+}
+
+impl Default for NetnsCookies {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            last_scan: None,
+            min_rescan: Duration::from_millis(500),
+        }
+    }
+}
+
+impl NetnsCookies {
+    /// The inode of the namespace with this cookie, rescanning (rate-limited) when unknown.
+    pub fn inode(&mut self, cookie: u64) -> Option<u32> {
+        if let Some(inode) = self.map.get(&cookie) {
+            return Some(*inode);
+        }
+        if self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
+            self.rescan();
+        }
+        self.map.get(&cookie).copied()
+    }
+
+    pub fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let mut seen = std::collections::HashSet::new();
+        for path in namespace_files() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let inode = meta.ino() as u32;
+            if !seen.insert(inode) || self.map.values().any(|v| *v == inode) {
+                continue;
+            }
+            if let Some(cookie) = cookie_of(path) {
+                self.map.insert(cookie, inode);
+            }
+        }
+    }
+}
+
+/// Named namespaces, ours, and those of every process.
+fn namespace_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.push("/proc/self/ns/net".into());
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            files.push(entry.path().join("ns/net"));
+        }
+    }
+    files
+}
+
+/// Enters the namespace on a short-lived thread and asks a socket there.
+fn cookie_of(path: PathBuf) -> Option<u64> {
+    std::thread::spawn(move || {
+        let ns = File::open(&path).ok()?;
+        // SAFETY: valid fd; setns affects only this thread, which ends here.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        // SAFETY: plain socket syscalls on a descriptor we own and close.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                return None;
+            }
+            let mut cookie = 0u64;
+            let mut len = size_of::<u64>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &mut len,
+            );
+            libc::close(fd);
+            (rc == 0).then_some(cookie)
+        }
+    })
+    .join()
+    .ok()
+    .flatten()
+}
