@@ -743,3 +743,77 @@ fn peer_idle_close_reveals_the_servers_keep_alive_timeout() {
     assert_eq!(s[0]["end"], "local_close");
     assert!(s[0].get("peer_idle_close_ms").is_none());
 }
+
+/// A DNS response for `name` with one A record, TTL 30, answering query `id`.
+fn dns_response(id: u16, name: &str, ip: [u8; 4]) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+    m.extend_from_slice(&ip);
+    m
+}
+
+#[test]
+fn dns_answers_are_seen_in_the_receiving_pod() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace, "--event", "dns"]);
+    let server = SocketAddr::new(pair.server_v4, 53);
+    let socket = pair.server.run("ct-dns", move || {
+        std::net::UdpSocket::bind(server).expect("bind :53")
+    });
+    let responder = thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        // First a well-formed answer, then garbage from port 53 (counted, skipped).
+        let (_, from) = socket.recv_from(&mut buf).unwrap();
+        socket
+            .send_to(
+                &dns_response(0x4242, "api.lab.example", [203, 0, 113, 5]),
+                from,
+            )
+            .unwrap();
+        let (_, from) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&[0xff; 40], from).unwrap();
+    });
+    pair.client.run("ct-resolver", move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 512];
+        for _ in 0..2 {
+            s.send_to(b"query", server).unwrap();
+            s.recv_from(&mut buf).unwrap();
+        }
+    });
+    responder.join().unwrap();
+    trace.wait_for("a dns event", |ev| !ev.is_empty());
+    // Give the garbage answer time to arrive (and be skipped).
+    std::thread::sleep(Duration::from_millis(300));
+    let events = trace.stop();
+    assert_eq!(
+        events.len(),
+        1,
+        "only the well-formed answer: {}",
+        dump(&events)
+    );
+    let dns = &events[0];
+    assert_eq!(
+        (dns["event"].as_str(), dns["pod"].as_str()),
+        (Some("dns"), Some("client"))
+    );
+    assert_eq!(dns["namespace"], pair.namespace);
+    assert_eq!(dns["name"], "api.lab.example");
+    assert_eq!(dns["answers"], serde_json::json!(["203.0.113.5"]));
+    assert_eq!(
+        (
+            dns["ttl"].as_u64(),
+            dns["rcode"].as_str(),
+            dns["changed"].as_bool()
+        ),
+        (Some(30), Some("NoError"), Some(false))
+    );
+}
