@@ -288,13 +288,21 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
     };
     match Probes::load(&setup, &defaults.load_options()) {
         Ok(probes) => {
-            let n = probes.attached.len();
+            let n = probes.program_ids().len();
+            let failed: Vec<String> = probes
+                .failed
+                .iter()
+                .map(|(p, e)| format!("{p}: {e}"))
+                .collect();
             drop(probes);
             report.line(
                 Status::Ok,
                 "programs",
                 format!("{n} programs verified, attached and detached again"),
             );
+            for f in failed {
+                report.line(Status::Degraded, "programs", f);
+            }
         }
         Err(e) => report.line(Status::Missing, "programs", format!("{e:#}")),
     }
