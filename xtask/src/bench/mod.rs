@@ -191,13 +191,16 @@ pub fn run(quick: bool) -> Result<()> {
                     let (rate, connections) = f()?;
                     let bpf1 = bpf_stats();
                     made += connections;
+                    // A few long-lived connections carry no lifecycle events to speak
+                    // of: no CPU-per-event figure for them.
+                    let lifecycle = connections > 100;
                     samples.push(Sample {
                         workload: name,
                         tracer: tracer.name(),
                         round,
                         rate,
                         tracer_cpu_seconds: running.cpu_seconds() - cpu0,
-                        events: connections * 4,
+                        events: if lifecycle { connections * 4 } else { 0 },
                         bpf: bpf_delta(&bpf0, &bpf1, &before_ids),
                     });
                     Ok(())
@@ -209,9 +212,8 @@ pub fn run(quick: bool) -> Result<()> {
             })?;
             let n = plan.request_response;
             let ep = endpoints();
-            // Four connections only: no lifecycle events to speak of, so no CPU-per-event figure.
             measure("request_response".into(), &mut || {
-                Ok((workload::request_response(&ep, 4, n)?, 0))
+                Ok((workload::request_response(&ep, 4, n)?, 4))
             })?;
             for &rate in &plan.churn_rates {
                 let ep = endpoints();
@@ -222,9 +224,10 @@ pub fn run(quick: bool) -> Result<()> {
                 })?;
             }
             std::thread::sleep(Duration::from_millis(300));
-            let lost = running.stop();
+            let (lost, seen) = running.stop(namespace);
             losses.push(json!({
-                "tracer": tracer.name(), "round": round, "connections": made, "expected_events": made * 4, "events_lost": lost,
+                "tracer": tracer.name(), "round": round, "connections": made, "expected_events": made * 4,
+                "events_lost": lost, "connections_seen": seen,
             }));
         }
     }
@@ -308,7 +311,7 @@ fn idle_memory(
             .unwrap_or(0.0);
         at_peak = (daemon.rss_mib(), daemon.map_mib(), tracked);
     })?;
-    daemon.stop();
+    daemon.stop("bench");
     Ok(json!({
         "connections_opened": opened,
         "tracked_connections": at_peak.2,

@@ -186,9 +186,9 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "| tracer | round | connections | expected events | lost |"
+            "| tracer | round | connections made | connections seen opened | expected events | lost (own counter) |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
         for l in self.losses.iter().filter(|l| {
             l["tracer"]
                 .as_str()
@@ -196,10 +196,11 @@ impl Results {
         }) {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 l["tracer"].as_str().unwrap_or(""),
                 l["round"],
                 l["connections"],
+                l["connections_seen"],
                 l["expected_events"],
                 l["events_lost"]
             );

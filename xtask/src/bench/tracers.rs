@@ -191,17 +191,28 @@ impl Running {
         bytes as f64 / (1024.0 * 1024.0)
     }
 
-    /// Stops the tracer; returns the events it reported lost (conntracer only).
-    pub fn stop(mut self) -> Option<u64> {
-        let lost = if self.tracer == Tracer::Daemon {
+    /// Stops the tracer; returns the events it reported lost (conntracer only)
+    /// and, for the daemon, how many client connections it saw opened in `namespace`.
+    pub fn stop(mut self, namespace: &str) -> (Option<u64>, Option<u64>) {
+        let (lost, seen) = if self.tracer == Tracer::Daemon {
             let addr: SocketAddr = DAEMON.parse().unwrap();
-            crate::lab::scrape::metrics(addr)
-                .ok()
-                .map(|m| crate::lab::scrape::sum(&m, "conntracer_events_lost_total", &[]) as u64)
+            match crate::lab::scrape::metrics(addr) {
+                Ok(m) => (
+                    Some(crate::lab::scrape::sum(&m, "conntracer_events_lost_total", &[]) as u64),
+                    Some(crate::lab::scrape::sum(
+                        &m,
+                        "conntracer_connections_opened_total",
+                        &[("namespace", namespace), ("role", "client")],
+                    ) as u64),
+                ),
+                Err(_) => (None, None),
+            }
         } else {
-            None
+            (None, None)
         };
-        let child = self.child.take()?;
+        let Some(child) = self.child.take() else {
+            return (lost, seen);
+        };
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let mut child = child;
@@ -213,14 +224,19 @@ impl Running {
         let _ = child.wait();
         if self.tracer == Tracer::Trace {
             // "conntracer: detaching; events lost: N, ..."
-            let lines: Vec<String> = self.stderr.as_ref()?.try_iter().collect();
-            return lines
+            let lines: Vec<String> = self
+                .stderr
+                .as_ref()
+                .map(|r| r.try_iter().collect())
+                .unwrap_or_default();
+            let lost = lines
                 .iter()
                 .find_map(|l| l.split("events lost: ").nth(1))
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.parse().ok());
+            return (lost, None);
         }
-        lost
+        (lost, seen)
     }
 }
 
