@@ -139,7 +139,17 @@ pub fn run(quick: bool) -> Result<()> {
         "conntracer",
     ])?;
     let conntracer = workspace.join("target/release/conntracer");
-    raise_fd_limit();
+        let fds = raise_fd_limit();
+    // Both ends of every idle connection live in this process.
+    let fit = u32::try_from(fds.saturating_sub(2_000) / 2).unwrap_or(u32::MAX);
+    let mut plan = plan;
+    if plan.idle_connections > fit {
+        eprintln!(
+            "bench: RLIMIT_NOFILE allows {fds} files: holding {fit} idle connections instead of {}",
+            plan.idle_connections
+        );
+        plan.idle_connections = fit;
+    }
     let _stats = BpfStatsSwitch::enable()?;
     let _latency = CpuLatencyHold::hold();
     let net = Network::new("bench", 250)?;
@@ -236,7 +246,8 @@ pub fn run(quick: bool) -> Result<()> {
         "bench: {} idle connections under conntracer daemon",
         plan.idle_connections
     );
-    let idle = idle_memory(&plan, &conntracer, &mut endpoints)?;
+        let mut idle = idle_memory(&plan, &conntracer, &mut endpoints)?;
+    idle["open_file_limit"] = json!(fds);
     let decode = decode_throughput(plan.quick).unwrap_or_else(|e| {
         eprintln!("bench: userspace throughput not measured: {e:#}");
         0.0
@@ -342,13 +353,17 @@ fn decode_throughput(quick: bool) -> Result<f64> {
         .context("decode_throughput printed no rate")
 }
 
-fn raise_fd_limit() {
-    let limit = libc::rlimit {
-        rlim_cur: 1 << 20,
-        rlim_max: 1 << 20,
-    };
-    // SAFETY: plain syscall with a valid struct; failure only lowers how many idle connections fit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+/// Raises the open-file limit as far as allowed and returns it. Without
+/// CAP_SYS_RESOURCE the hard limit is the ceiling.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with valid structs.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
 }
 
 /// Median, min and max.

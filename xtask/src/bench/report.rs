@@ -212,8 +212,9 @@ impl Results {
         let i = &self.idle;
         let _ = writeln!(
             out,
-            "{} connections opened, {} tracked: daemon RSS {:.1} MiB (idle before: {:.1} MiB), BPF maps {:.1} MiB.\n",
-            i["connections_opened"],
+                        "{} connections opened (both ends in the bench process, RLIMIT_NOFILE {}), {} sockets tracked: daemon RSS {:.1} MiB (idle before: {:.1} MiB), BPF maps {:.1} MiB.\n",
+                        i["connections_opened"],
+            i["open_file_limit"],
             i["tracked_connections"],
             i["daemon_rss_mib"].as_f64().unwrap_or(0.0),
             i["daemon_rss_mib_before"].as_f64().unwrap_or(0.0),
