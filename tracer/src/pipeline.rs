@@ -12,6 +12,7 @@ use crate::{
     events::{Clock, Event},
     kernel::setup::ResetReasons,
     metadata::{PodName, PodResolver, cookies::NetnsCookies},
+    probes::reader::EventReader,
 };
 
 pub struct Pipeline {
@@ -27,6 +28,9 @@ pub struct Pipeline {
     /// (longer than the capture, or split across TCP segments).
     pub dns_malformed: u64,
     pub dns_truncated: u64,
+    /// Reused drain buffers.
+    batch: Vec<ConnEvent>,
+    dns_batch: Vec<DnsEvent>,
 }
 
 impl Pipeline {
@@ -41,6 +45,8 @@ impl Pipeline {
             cookies: NetnsCookies::default(),
             dns_malformed: 0,
             dns_truncated: 0,
+            batch: Vec::new(),
+            dns_batch: Vec::new(),
         }
     }
 
@@ -91,6 +97,30 @@ impl Pipeline {
                 tracing::debug!("skipping DNS payload: {e}");
             }
         }
+    }
+
+    /// Drains both ring buffers through the pipeline (DNS answers first, so a
+    /// connection opened right after its lookup finds its name), then ticks.
+    /// `seen` gets every connection event as the table saw it.
+    pub fn ingest(
+        &mut self,
+        reader: &mut EventReader,
+        observations: &mut Vec<Observation>,
+        mut seen: impl FnMut(&Event, &Applied, &PodName),
+    ) {
+        let mut dns = std::mem::take(&mut self.dns_batch);
+        reader.drain_dns(&mut dns);
+        for raw in dns.drain(..) {
+            self.process_dns(&raw, observations);
+        }
+        self.dns_batch = dns;
+        let mut batch = std::mem::take(&mut self.batch);
+        reader.drain(&mut batch);
+        for raw in batch.drain(..) {
+            self.process(&raw, observations, &mut seen);
+        }
+        self.batch = batch;
+        self.tick(observations);
     }
 
     /// Decides what time has settled (failures, 503 attributions).

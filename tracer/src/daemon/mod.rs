@@ -137,8 +137,6 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut batch = Vec::new();
-    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     loop {
         let stop = tokio::select! {
@@ -146,19 +144,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => true,
             _ = tracer.reader.wait() => false,
         };
-        tracer.reader.drain(&mut batch);
-        tracer.reader.drain_dns(&mut dns_batch);
         let totals = CounterTotals::read(&tracer.counters);
         {
             let mut core = core.lock().expect("core lock");
             let core = &mut *core;
-            for raw in dns_batch.drain(..) {
-                core.pipeline.process_dns(&raw, &mut observations);
-            }
-            for raw in batch.drain(..) {
-                core.pipeline.process(&raw, &mut observations, |_, _, _| {});
-            }
-            core.pipeline.tick(&mut observations);
+            core.pipeline
+                .ingest(&mut tracer.reader, &mut observations, |_, _, _| {});
             for obs in observations.drain(..) {
                 core.metrics.observe(&obs);
             }

@@ -70,23 +70,13 @@ async fn trace_for(args: &DiagnoseArgs, duration: Duration) -> anyhow::Result<Fi
         tracer.setup.reset_reasons.clone(),
     );
     let deadline = tokio::time::Instant::now() + duration;
-    let mut batch = Vec::new();
-    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     loop {
         let done = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => true,
             _ = tracer.reader.wait() => false,
         };
-        tracer.reader.drain(&mut batch);
-        tracer.reader.drain_dns(&mut dns_batch);
-        for raw in dns_batch.drain(..) {
-            pipeline.process_dns(&raw, &mut observations);
-        }
-        for raw in batch.drain(..) {
-            pipeline.process(&raw, &mut observations, |_, _, _| {});
-        }
-        pipeline.tick(&mut observations);
+        pipeline.ingest(&mut tracer.reader, &mut observations, |_, _, _| {});
         observations.clear();
         if done {
             break;

@@ -42,8 +42,6 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         args.probes.max_connections as usize,
         tracer.setup.reset_reasons.clone(),
     );
-    let mut batch = Vec::new();
-    let mut dns_batch = Vec::new();
     let mut observations = Vec::new();
     let mut records = Vec::new();
     let mut lost_reported = 0;
@@ -67,20 +65,16 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
             _ = tracer.reader.wait() => false,
         };
         // Drain on every wake-up, and once more on the way out.
-        tracer.reader.drain(&mut batch);
-        tracer.reader.drain_dns(&mut dns_batch);
-        for raw in dns_batch.drain(..) {
-            pipeline.process_dns(&raw, &mut observations);
-        }
-        for raw in batch.drain(..) {
-            pipeline.process(&raw, &mut observations, |event, applied, pod| {
+        pipeline.ingest(
+            &mut tracer.reader,
+            &mut observations,
+            |event, applied, pod| {
                 // 503s are shown once attributed (below), not as raw sightings.
                 if event.kind != EventKind::HttpStatus {
                     records.push(builder.build(event, applied, pod));
                 }
-            });
-        }
-        pipeline.tick(&mut observations);
+            },
+        );
         for obs in observations.drain(..) {
             match obs {
                 Observation::Failure(f) => records.push(builder.failure(&f)),

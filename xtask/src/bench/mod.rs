@@ -139,7 +139,7 @@ pub fn run(quick: bool) -> Result<()> {
         "conntracer",
     ])?;
     let conntracer = workspace.join("target/release/conntracer");
-        let fds = raise_fd_limit();
+    let fds = raise_fd_limit();
     // Both ends of every idle connection live in this process.
     let fit = u32::try_from(fds.saturating_sub(2_000) / 2).unwrap_or(u32::MAX);
     let mut plan = plan;
@@ -246,7 +246,7 @@ pub fn run(quick: bool) -> Result<()> {
         "bench: {} idle connections under conntracer daemon",
         plan.idle_connections
     );
-        let mut idle = idle_memory(&plan, &conntracer, &mut endpoints)?;
+    let mut idle = idle_memory(&plan, &conntracer, &mut endpoints)?;
     idle["open_file_limit"] = json!(fds);
     let decode = decode_throughput(plan.quick).unwrap_or_else(|e| {
         eprintln!("bench: userspace throughput not measured: {e:#}");
@@ -356,7 +356,10 @@ fn decode_throughput(quick: bool) -> Result<f64> {
 /// Raises the open-file limit as far as allowed and returns it. Without
 /// CAP_SYS_RESOURCE the hard limit is the ceiling.
 fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls with valid structs.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);

@@ -212,8 +212,8 @@ impl Results {
         let i = &self.idle;
         let _ = writeln!(
             out,
-                        "{} connections opened (both ends in the bench process, RLIMIT_NOFILE {}), {} sockets tracked: daemon RSS {:.1} MiB (idle before: {:.1} MiB), BPF maps {:.1} MiB.\n",
-                        i["connections_opened"],
+            "{} connections opened (both ends in the bench process, RLIMIT_NOFILE {}), {} sockets tracked: daemon RSS {:.1} MiB (idle before: {:.1} MiB), BPF maps {:.1} MiB.\n",
+            i["connections_opened"],
             i["open_file_limit"],
             i["tracked_connections"],
             i["daemon_rss_mib"].as_f64().unwrap_or(0.0),
@@ -253,6 +253,11 @@ impl Results {
                 format!("missed by {by:.3}{unit}")
             };
             let bound = if lower_is_better { "≤ " } else { "≥ " };
+            let target = if target.fract() == 0.0 {
+                format!("{target:.0}")
+            } else {
+                format!("{target:.3}")
+            };
             let _ = writeln!(
                 out,
                 "- {what}: {value:.3}{unit} (target {bound}{target}{unit}) — {verdict}"
