@@ -14,28 +14,20 @@ use aya_ebpf::{
 use tracer_common::{
     counters::Counter,
     event::{DNS_CAPTURE_MAX, DnsEvent, Tuple},
-    tcp::{AF_INET, AF_INET6},
+    tcp::AF_INET,
 };
 
-use crate::maps::{DNS_EVENTS, bump};
+use crate::{
+    maps::{DNS_EVENTS, bump},
+    packet::{self, IPPROTO_TCP, IPPROTO_UDP},
+};
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const DNS_PORT: u16 = 53;
 
 pub fn on_ingress(ctx: &SkBuffContext) {
-    let family = ctx.skb.family() as u16;
-    let (l4, protocol) = if family == AF_INET {
-        let Ok(version_ihl) = ctx.load::<u8>(0) else {
-            return;
-        };
-        ((version_ihl & 0x0f) as usize * 4, ctx.load::<u8>(9))
-    } else if family == AF_INET6 {
-        (40, ctx.load::<u8>(6))
-    } else {
+    let Some((family, l4, protocol)) = packet::transport(ctx) else {
         return;
     };
-    let Ok(protocol) = protocol else { return };
     if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
         return;
     }
@@ -48,10 +40,10 @@ pub fn on_ingress(ctx: &SkBuffContext) {
     let payload = if protocol == IPPROTO_UDP {
         l4 + 8
     } else {
-        let Ok(data_offset) = ctx.load::<u8>(l4 + 12) else {
+        let Some(payload) = packet::tcp_payload(ctx, l4) else {
             return;
         };
-        l4 + (data_offset >> 4) as usize * 4
+        payload
     };
     let total = ctx.len() as usize;
     if total <= payload {

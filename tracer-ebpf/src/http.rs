@@ -5,40 +5,24 @@
 //! costs a few loads and returns.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
-use tracer_common::{
-    event::EventKind,
-    tcp::{AF_INET, AF_INET6},
-};
+use tracer_common::{event::EventKind, tcp::AF_INET};
 
 use crate::{
     emit::{self, Detail},
     maps::scratch,
+    packet::{self, IPPROTO_TCP},
 };
 
-const IPPROTO_TCP: u8 = 6;
 /// Status lines look like `HTTP/1.1 503 Service Unavailable`.
 const STATUS_LINE_PREFIX: usize = 12;
 
 pub fn on_egress(ctx: &SkBuffContext) {
-    let family = ctx.skb.family() as u16;
-    // cgroup_skb packets start at the IP header.
-    let (l4, protocol) = if family == AF_INET {
-        let Ok(version_ihl) = ctx.load::<u8>(0) else {
-            return;
-        };
-        ((version_ihl & 0x0f) as usize * 4, ctx.load::<u8>(9))
-    } else if family == AF_INET6 {
-        (40, ctx.load::<u8>(6))
-    } else {
+    let Some((family, l4, IPPROTO_TCP)) = packet::transport(ctx) else {
         return;
     };
-    if protocol != Ok(IPPROTO_TCP) {
-        return;
-    }
-    let Ok(data_offset) = ctx.load::<u8>(l4 + 12) else {
+    let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
-    let payload = l4 + (data_offset >> 4) as usize * 4;
     if (ctx.len() as usize) < payload + STATUS_LINE_PREFIX {
         return;
     }

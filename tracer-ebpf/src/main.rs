@@ -18,6 +18,7 @@ mod http;
 mod kernel;
 mod lifecycle;
 mod maps;
+mod packet;
 mod record;
 mod reset;
 
