@@ -108,6 +108,30 @@ impl Stage {
         Ok(stage)
     }
 
+    /// The common outbound set-up: the app in `cart` with its idle timeout,
+    /// Envoy in `frontend` on 127.0.0.1:15001 with an optional pool idle timeout,
+    /// both serving. Returns the stage and the frontend's netns.
+    fn outbound(
+        lab: &Lab,
+        s: &Scenario,
+        n: u8,
+        app_idle: f64,
+        envoy_idle: Option<Duration>,
+    ) -> Result<(Self, String)> {
+        let mut stage = Stage::new(lab, s, n)?;
+        let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
+        let cart_ns = stage.net.cart.netns.clone();
+        stage.app(lab, &cart_ns, "0.0.0.0", app_idle)?;
+        let log = stage.dir.join("access.log");
+        stage.envoy(
+            lab,
+            &front,
+            &sidecar("127.0.0.1", 15001, &cart, envoy_idle, &log),
+        )?;
+        stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+        Ok((stage, front))
+    }
+
     fn namespace(&self) -> String {
         self.net
             .frontend
@@ -411,13 +435,7 @@ fn check_fault(
 }
 
 fn idle_timeout(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
-    let cart_ns = stage.net.cart.netns.clone();
-    stage.app(lab, &cart_ns, "0.0.0.0", 1.0)?;
-    let log = stage.dir.join("access.log");
-    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
-    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let (stage, front) = Stage::outbound(lab, s, n, 1.0, None)?;
     // Warm-up: idle past the app's timeout, so its idle close is seen and learned.
     stage.client(
         lab,
@@ -493,13 +511,7 @@ fn pod_termination(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
 }
 
 fn upstream_reset(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
-    let cart_ns = stage.net.cart.netns.clone();
-    stage.app(lab, &cart_ns, "0.0.0.0", 30.0)?;
-    let log = stage.dir.join("access.log");
-    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
-    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let (stage, front) = Stage::outbound(lab, s, n, 30.0, None)?;
     let summary = stage.client(
         lab,
         &Load {
@@ -596,13 +608,7 @@ fn check_clean(stage: &Stage, name: &'static str, summary: Value) -> Result<Outc
 }
 
 fn control(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
-    let cart_ns = stage.net.cart.netns.clone();
-    stage.app(lab, &cart_ns, "0.0.0.0", 5.0)?;
-    let log = stage.dir.join("access.log");
-    stage.envoy(lab, &front, &sidecar("127.0.0.1", 15001, &cart, None, &log))?;
-    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let (stage, front) = Stage::outbound(lab, s, n, 5.0, None)?;
     let summary = stage.client(
         lab,
         &Load {
@@ -618,23 +624,7 @@ fn control(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
 }
 
 fn control_idle_fixed(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart) = (stage.net.frontend.netns.clone(), stage.net.cart.ip.clone());
-    let cart_ns = stage.net.cart.netns.clone();
-    stage.app(lab, &cart_ns, "0.0.0.0", 1.0)?;
-    let log = stage.dir.join("access.log");
-    stage.envoy(
-        lab,
-        &front,
-        &sidecar(
-            "127.0.0.1",
-            15001,
-            &cart,
-            Some(Duration::from_millis(600)),
-            &log,
-        ),
-    )?;
-    stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
+    let (stage, front) = Stage::outbound(lab, s, n, 1.0, Some(Duration::from_millis(600)))?;
     let summary = stage.client(
         lab,
         &Load {
