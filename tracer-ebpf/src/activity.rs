@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub fn on_send(ctx: &TracePointContext) {
-    let Some((sk, len, st)) = tracked(ctx, &config::send_length()) else {
+    let Some((sk, len, st)) = tracked(ctx, &config::send_length(), false) else {
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -47,11 +47,7 @@ pub fn on_send(ctx: &TracePointContext) {
 }
 
 pub fn on_recv(ctx: &TracePointContext) {
-    let layout = config::recv_length();
-    if record::int(ctx, layout.flags) & MSG_PEEK != 0 {
-        return;
-    }
-    let Some((_, len, st)) = tracked(ctx, &layout) else {
+    let Some((_, len, st)) = tracked(ctx, &config::recv_length(), true) else {
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -60,17 +56,23 @@ pub fn on_recv(ctx: &TracePointContext) {
     st.stats.rx_msgs += 1;
 }
 
-/// The socket's entry, if this is a TCP message with data on a tracked socket.
+/// The socket's entry, if this is a TCP message with data on a tracked socket
+/// (and, for receives, not a peek). The cheapest checks come first: most
+/// messages on a node are not TCP.
 #[inline(always)]
 fn tracked(
     ctx: &TracePointContext,
     layout: &MsgLengthLayout,
+    skip_peek: bool,
 ) -> Option<(u64, u64, &'static mut SockState)> {
     if record::uint(ctx, layout.protocol) != IPPROTO_TCP as u32 {
         return None;
     }
     let len = record::int(ctx, layout.ret);
     if len <= 0 {
+        return None;
+    }
+    if skip_peek && record::int(ctx, layout.flags) & MSG_PEEK != 0 {
         return None;
     }
     let sk = record::pointer(ctx, layout.sk);
