@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn build_release() -> Result<()> {
+pub fn build_release() -> Result<()> {
     cargo(&[
         "build",
         "--release",

@@ -122,16 +122,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             let _ = stop_rx.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
-    let ids: Vec<String> = tracer
-        .probes
-        .program_ids()
-        .iter()
-        .map(u32::to_string)
-        .collect();
     tracing::info!(
-        "conntracer daemon: {} probes attached (program ids {}); serving http://{}/metrics",
-        ids.len(),
-        ids.join(","),
+        "conntracer daemon: {}; serving http://{}/metrics",
+        tracer.probes.attached_summary(),
         config.listen
     );
 

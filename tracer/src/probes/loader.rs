@@ -232,6 +232,16 @@ impl Probes {
         })
     }
 
+    /// "N probes attached (program ids a,b,c)", for start-up messages.
+    pub fn attached_summary(&self) -> String {
+        let ids: Vec<String> = self.program_ids().iter().map(u32::to_string).collect();
+        format!(
+            "{} probes attached (program ids {})",
+            ids.len(),
+            ids.join(",")
+        )
+    }
+
     /// Every program we attached, as `bpftool prog show` lists them.
     pub fn program_ids(&self) -> Vec<u32> {
         self.attached

@@ -22,16 +22,9 @@ use record::RecordBuilder;
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut tracer = startup::start(&args.probes)?;
-    let ids: Vec<String> = tracer
-        .probes
-        .program_ids()
-        .iter()
-        .map(u32::to_string)
-        .collect();
     eprintln!(
-        "conntracer: tracing TCP connections in every network namespace ({} probes attached, program ids {}); Ctrl-C to stop",
-        ids.len(),
-        ids.join(",")
+        "conntracer: tracing TCP connections in every network namespace: {}; Ctrl-C to stop",
+        tracer.probes.attached_summary()
     );
 
     let mut sink = Sink::new(args.output);

@@ -130,14 +130,7 @@ pub fn run(quick: bool) -> Result<()> {
         .parent()
         .context("workspace")?
         .to_path_buf();
-    crate::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "tracer",
-        "--bin",
-        "conntracer",
-    ])?;
+    crate::build_release()?;
     let conntracer = workspace.join("target/release/conntracer");
     let fds = raise_fd_limit();
     // Both ends of every idle connection live in this process.

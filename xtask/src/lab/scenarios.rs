@@ -132,6 +132,32 @@ impl Stage {
         Ok((stage, front))
     }
 
+    /// The common inbound set-up, as Istio does it: iptables redirects TCP for
+    /// the cart pod's port 8080 to Envoy on 15006, which forwards to the app
+    /// (listening on 127.0.0.1:8080 only). Returns the stage, the frontend's
+    /// netns and the cart's IP.
+    fn inbound(lab: &Lab, s: &Scenario, n: u8, forward: Forward) -> Result<(Self, String, String)> {
+        let mut stage = Stage::new(lab, s, n)?;
+        let (front, cart_ns, cart_ip) = (
+            stage.net.frontend.netns.clone(),
+            stage.net.cart.netns.clone(),
+            stage.net.cart.ip.clone(),
+        );
+        stage.net.redirect_inbound(&stage.net.cart, 8080, 15006)?;
+        stage.app(lab, &cart_ns, "127.0.0.1", 30.0)?;
+        let log = stage.dir.join("access.log");
+        let upstream = match forward {
+            Forward::Loopback => "127.0.0.1",
+            Forward::PodIp => &cart_ip,
+        };
+        stage.envoy(
+            lab,
+            &cart_ns,
+            &sidecar("0.0.0.0", 15006, upstream, None, &log),
+        )?;
+        Ok((stage, front, cart_ip))
+    }
+
     fn namespace(&self) -> String {
         self.net
             .frontend
@@ -305,6 +331,15 @@ impl Stage {
     }
 }
 
+/// Where the inbound sidecar sends traffic for the app.
+#[derive(Clone, Copy)]
+enum Forward {
+    /// 127.0.0.1 (Istio before 1.10).
+    Loopback,
+    /// The pod IP (Istio 1.10 and later).
+    PodIp,
+}
+
 /// One run of the load generator.
 #[derive(Clone, Copy)]
 struct Load<'a> {
@@ -466,20 +501,7 @@ fn idle_timeout(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
 }
 
 fn pod_termination(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart_ns, cart_ip) = (
-        stage.net.frontend.netns.clone(),
-        stage.net.cart.netns.clone(),
-        stage.net.cart.ip.clone(),
-    );
-    stage.net.redirect_inbound(&stage.net.cart, 8080, 15006)?;
-    stage.app(lab, &cart_ns, "127.0.0.1", 30.0)?;
-    let log = stage.dir.join("access.log");
-    stage.envoy(
-        lab,
-        &cart_ns,
-        &sidecar("0.0.0.0", 15006, "127.0.0.1", None, &log),
-    )?;
+    let (mut stage, front, cart_ip) = Stage::inbound(lab, s, n, Forward::Loopback)?;
     stage.wait_serving(lab, &front, &cart_ip, 8080)?;
     let app = stage
         .procs
@@ -529,21 +551,8 @@ fn upstream_reset(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
 }
 
 fn app_not_listening(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome> {
-    let mut stage = Stage::new(lab, s, n)?;
-    let (front, cart_ns, cart_ip) = (
-        stage.net.frontend.netns.clone(),
-        stage.net.cart.netns.clone(),
-        stage.net.cart.ip.clone(),
-    );
-    stage.net.redirect_inbound(&stage.net.cart, 8080, 15006)?;
-    stage.app(lab, &cart_ns, "127.0.0.1", 30.0)?;
-    let log = stage.dir.join("access.log");
     // Since Istio 1.10 the inbound sidecar forwards to the pod IP, not 127.0.0.1.
-    stage.envoy(
-        lab,
-        &cart_ns,
-        &sidecar("0.0.0.0", 15006, &cart_ip, None, &log),
-    )?;
+    let (mut stage, front, cart_ip) = Stage::inbound(lab, s, n, Forward::PodIp)?;
     std::thread::sleep(Duration::from_secs(1));
     stage.take_baseline()?;
     let summary = stage.client(
