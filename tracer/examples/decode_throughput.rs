@@ -1,11 +1,17 @@
 //! Userspace cost per event: synthetic kernel records (a connection's
-//! connect, accept-side close, a reuse and its close) through the same
-//! pipeline the daemon runs (decode → connection table → analysis), on one
-//! core. Used by `cargo xtask bench`; prints `events_per_second N`.
+//! connect, a reuse and its close) through the same pipeline the daemon runs
+//! (decode → connection table → analysis) and into the daemon's metrics, on
+//! one core. Used by `cargo xtask bench`; prints `events_per_second N`.
 
 use std::time::Instant;
 
-use tracer::{analysis::AnalysisConfig, kernel::setup::ResetReasons, pipeline::Pipeline};
+use tracer::{
+    analysis::{AnalysisConfig, Observation},
+    kernel::reset_reasons::ResetReasons,
+    metadata::{NetnsNames, Pods},
+    output::metrics::Metrics,
+    pipeline::Pipeline,
+};
 use tracer_common::{
     event::{ConnEvent, EventKind, Role, flags},
     tcp::AF_INET,
@@ -50,7 +56,13 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
-    let mut pipeline = Pipeline::new(AnalysisConfig::default(), 131_072, ResetReasons::default());
+    let mut pipeline = Pipeline::new(
+        AnalysisConfig::default(),
+        Pods::new(Box::new(NetnsNames::new())),
+        131_072,
+        ResetReasons::default(),
+    );
+    let metrics = Metrics::new("bench", "bench");
     let kinds = [EventKind::Connect, EventKind::Reuse, EventKind::Close];
     let records: Vec<ConnEvent> = (0..n)
         .map(|i| {
@@ -61,13 +73,15 @@ fn main() {
             )
         })
         .collect();
-    let mut observations = Vec::new();
+    let mut observations: Vec<Observation> = Vec::new();
     let started = Instant::now();
     for (i, raw) in records.iter().enumerate() {
-        pipeline.process(raw, &mut observations, |_, _, _| {});
+        pipeline.process(raw, raw.ts_ns, &mut observations, None);
         if i % 4096 == 0 {
-            pipeline.tick(&mut observations);
-            observations.clear();
+            pipeline.tick(raw.ts_ns, &mut observations);
+            for observation in observations.drain(..) {
+                metrics.observe(&observation);
+            }
         }
     }
     let secs = started.elapsed().as_secs_f64();

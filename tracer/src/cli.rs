@@ -1,10 +1,16 @@
-//! Command-line interface (clap).
+//! Command-line interface (clap): the flags, and how they become
+//! [`Settings`] (the same keys as the config file) and outputs.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
-use crate::probes::LoadOptions;
+use crate::{
+    config::{DEFAULT_LISTEN, Settings},
+    output::printer::{Filter, Format},
+    units::parse_duration,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,11 +32,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The DaemonSet mode: trace every connection, attribute failures and 503s, serve metrics.
-    Daemon(crate::daemon::config::DaemonArgs),
+    Daemon(DaemonArgs),
     /// Stream live connection events (connect, accept, close, reset, ...) to the terminal.
     Trace(TraceArgs),
     /// Findings with evidence and the fix (Istio YAML), from the daemon or a local trace.
-    Diagnose(crate::diagnose::DiagnoseArgs),
+    Diagnose(DiagnoseArgs),
     /// Preflight: check that this kernel and these privileges can run the tracer.
     Check(CheckArgs),
 }
@@ -41,6 +47,15 @@ pub enum Output {
     Table,
     /// JSON lines (field names are stable).
     Json,
+}
+
+impl From<Output> for Format {
+    fn from(o: Output) -> Self {
+        match o {
+            Output::Table => Format::Table,
+            Output::Json => Format::Json,
+        }
+    }
 }
 
 /// Event kinds for `--event`.
@@ -77,6 +92,102 @@ impl EventKindArg {
     }
 }
 
+/// Settings every tracing subcommand takes. Each flag has a config-file key
+/// of the same name with `_` for `-`; flags win over the file.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// TOML file with any of these settings as keys (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve /metrics, /healthz, /readyz and /findings on this address
+    /// [daemon default: 127.0.0.1:9477; others: not served].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A process with this uid is a proxy (repeatable) [default: 1337].
+    #[arg(long = "proxy-uid", value_name = "UID")]
+    pub proxy_uids: Vec<u32>,
+    /// A process (thread) with this command name prefix is a proxy (repeatable)
+    /// [default: envoy, pilot-agent, wrk:worker].
+    #[arg(long = "proxy-comm", value_name = "COMM")]
+    pub proxy_comms: Vec<String>,
+    /// Cluster address ranges; anything else is `egress` (repeatable)
+    /// [default: RFC 1918 and fc00::/7].
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    pub cluster_cidrs: Vec<IpNet>,
+    /// How far apart a 503 and the upstream failure behind it may be [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub attribution_window: Option<Duration>,
+    /// A listener closed this recently means its pod is terminating [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub termination_window: Option<Duration>,
+    /// Distinct `peer` label values per pod before `other` [default: 20].
+    #[arg(long, value_name = "N")]
+    pub peer_cap: Option<usize>,
+    /// Label unknown peers by address (unbounded cardinality; off by default).
+    #[arg(long)]
+    pub peer_addresses: bool,
+    /// Connections the kernel map tracks at once (LRU beyond that) [default: 131072].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// Event ring buffer size in bytes, a power of two [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+    /// Report a `reuse` event when a connection is reused after at least this
+    /// idle time [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reuse_event_min_idle: Option<Duration>,
+    /// How often to drain the event ring buffer [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_interval: Option<Duration>,
+    /// Do not attach the HTTP 503 status peek (cgroup_skb egress program).
+    #[arg(long)]
+    pub no_http_peek: bool,
+    /// Do not attach the DNS answer capture (cgroup_skb ingress program).
+    #[arg(long)]
+    pub no_dns: bool,
+}
+
+impl CommonArgs {
+    /// The flags as a settings layer: only what was given.
+    pub fn settings(&self) -> Settings {
+        fn given<T: Clone>(list: &[T]) -> Option<Vec<T>> {
+            (!list.is_empty()).then(|| list.to_vec())
+        }
+        Settings {
+            listen: self.listen,
+            proxy_uids: given(&self.proxy_uids),
+            proxy_comms: given(&self.proxy_comms),
+            cluster_cidrs: given(&self.cluster_cidrs),
+            attribution_window: self.attribution_window,
+            termination_window: self.termination_window,
+            peer_cap: self.peer_cap,
+            peer_addresses: self.peer_addresses.then_some(true),
+            max_connections: self.max_connections,
+            ring_bytes: self.ring_bytes,
+            reuse_event_min_idle: self.reuse_event_min_idle,
+            drain_interval: self.drain_interval,
+            http_peek: self.no_http_peek.then_some(false),
+            dns: self.no_dns.then_some(false),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl DaemonArgs {
+    /// The daemon serves on loopback unless told otherwise.
+    pub fn mode_defaults() -> Settings {
+        Settings {
+            listen: Some(DEFAULT_LISTEN.parse().expect("valid default")),
+            ..Settings::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Output format.
@@ -103,47 +214,47 @@ pub struct TraceArgs {
     /// Only these event kinds (repeatable).
     #[arg(long = "event", value_enum, value_name = "KIND")]
     pub events: Vec<EventKindArg>,
-    /// Stop after this long (e.g. `30s`, `5m`); default: until Ctrl-C.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Stop after this long (`30`, meaning seconds, `30s`, `5m`); default: until Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
-    pub probes: ProbeArgs,
+    pub common: CommonArgs,
 }
 
-/// Tuning shared by every mode that loads the probes.
-#[derive(Debug, Clone, Args)]
-pub struct ProbeArgs {
-    /// Connections the kernel map tracks at once (LRU beyond that).
-    #[arg(long, default_value_t = LoadOptions::default().max_connections)]
-    pub max_connections: u32,
-    /// Event ring buffer size in bytes (power of two).
-    #[arg(long, default_value_t = LoadOptions::default().ring_bytes)]
-    pub ring_bytes: u32,
-    /// Report a `reuse` event when a connection is reused after at least this idle time.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
-    pub reuse_event_min_idle: Duration,
-    /// How often to drain the event ring buffer.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
-    pub drain_interval: Duration,
-    /// Do not attach the HTTP 503 status peek (cgroup_skb egress program).
-    #[arg(long)]
-    pub no_http_peek: bool,
-    /// Do not attach the DNS answer capture (cgroup_skb ingress program).
-    #[arg(long)]
-    pub no_dns: bool,
-}
-
-impl ProbeArgs {
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            max_connections: self.max_connections,
-            ring_bytes: self.ring_bytes,
-            reuse_event_min_idle: self.reuse_event_min_idle,
-            http_peek: !self.no_http_peek,
-            dns_capture: !self.no_dns,
-            ..LoadOptions::default()
+impl TraceArgs {
+    pub fn filter(&self) -> Filter {
+        Filter {
+            namespaces: self.namespaces.clone(),
+            pods: self.pods.clone(),
+            ports: self.ports.clone(),
+            addresses: self.addresses.clone(),
+            comms: self.comms.clone(),
+            pids: self.pids.clone(),
+            events: self.events.iter().map(|e| e.name()).collect(),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// Only findings for pods in this namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Only findings for this pod.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon to ask.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub daemon: SocketAddr,
+    /// Do not ask a daemon: trace this long (`60`, meaning seconds, `60s`, `5m`)
+    /// and diagnose what was seen.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
@@ -151,4 +262,42 @@ pub struct CheckArgs {
     /// Also load the programs into the kernel (verifier check), then unload them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub load: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn bare_numbers_are_seconds_and_flags_become_settings() {
+        let cli = Cli::try_parse_from([
+            "conntracer",
+            "trace",
+            "--duration",
+            "20",
+            "--attribution-window",
+            "1.5",
+            "--no-dns",
+            "--proxy-uid",
+            "7",
+        ])
+        .unwrap();
+        let Command::Trace(args) = cli.command else {
+            panic!("trace")
+        };
+        assert_eq!(args.duration, Some(Duration::from_secs(20)));
+        let s = args.common.settings();
+        assert_eq!(s.attribution_window, Some(Duration::from_millis(1500)));
+        assert_eq!(s.dns, Some(false));
+        assert_eq!(s.http_peek, None, "not given: the file or default decides");
+        assert_eq!(s.proxy_uids, Some(vec![7]));
+        let bad = Cli::try_parse_from(["conntracer", "trace", "--duration", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`soon` is not a duration"), "{bad}");
+    }
 }

@@ -1,7 +1,10 @@
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
-use tracer::cli::{Cli, Command};
+use tracer::{
+    cli::{Cli, Command},
+    commands,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -23,10 +26,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Daemon(args) => runtime.block_on(tracer::daemon::run(args)),
-        Command::Trace(args) => runtime.block_on(tracer::trace::run(args)),
-        Command::Diagnose(args) => runtime.block_on(tracer::diagnose::run(args)),
-        Command::Check(args) => return tracer::check::run(&args),
+        Command::Daemon(args) => runtime.block_on(commands::daemon::run(args)),
+        Command::Trace(args) => runtime.block_on(commands::trace::run(args)),
+        Command::Diagnose(args) => runtime.block_on(commands::diagnose::run(args)),
+        Command::Check(args) => return commands::check::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

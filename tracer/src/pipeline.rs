@@ -1,75 +1,88 @@
-//! The path every kernel record takes, shared by `trace` and `daemon`:
-//! decode → connection table → analysis.
+//! The path every kernel record takes: decode → connection table →
+//! analysis. The same for every subcommand; the session drives it.
 
 use tracer_common::event::{ConnEvent, DnsEvent};
 
-const IPPROTO_TCP: u8 = 6;
-
 use crate::{
-    analysis::{AnalysisConfig, Analyzer, Observation},
+    analysis::{Analysis, AnalysisConfig, Observation},
     conntrack::{ConnectionTable, table::Applied},
     dns,
     events::{Clock, Event},
-    kernel::setup::ResetReasons,
-    metadata::{PodName, PodResolver, cookies::NetnsCookies},
+    kernel::reset_reasons::ResetReasons,
+    metadata::{PodName, Pods, cookies::NetnsCookies},
     probes::reader::EventReader,
 };
+
+const IPPROTO_TCP: u8 = 6;
+
+/// Sees every connection event as the table applied it, with its pod.
+pub type EventTap<'a> = &'a mut dyn FnMut(&Event, &Applied, &PodName);
+
+/// Records and payloads the pipeline could not use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Records of a kind this build does not know (a build mismatch).
+    pub unknown_kind: u64,
+    /// DNS payloads that did not parse (malformed or hostile).
+    pub dns_malformed: u64,
+    /// DNS payloads cut short (longer than the capture, or split across TCP segments).
+    pub dns_truncated: u64,
+}
 
 pub struct Pipeline {
     pub clock: Clock,
     pub table: ConnectionTable,
-    pub pods: PodResolver,
-    pub analyzer: Analyzer,
-    /// Records that did not decode (unknown kinds: a build mismatch).
-    pub undecodable: u64,
+    pub analysis: Analysis,
     /// Network namespace cookies (DNS capture) to inodes.
     pub cookies: NetnsCookies,
-    /// DNS payloads skipped: malformed or hostile (parse errors), and cut
-    /// (longer than the capture, or split across TCP segments).
-    pub dns_malformed: u64,
-    pub dns_truncated: u64,
+    pub skipped: Skipped,
     /// Reused drain buffers.
     batch: Vec<ConnEvent>,
     dns_batch: Vec<DnsEvent>,
 }
 
 impl Pipeline {
-    pub fn new(config: AnalysisConfig, capacity: usize, reset_reasons: ResetReasons) -> Self {
+    pub fn new(
+        config: AnalysisConfig,
+        pods: Pods,
+        capacity: usize,
+        reset_reasons: ResetReasons,
+    ) -> Self {
         let clock = Clock::calibrate();
         Self {
             clock,
             table: ConnectionTable::new(capacity),
-            pods: PodResolver::new(),
-            analyzer: Analyzer::new(config, clock, reset_reasons),
-            undecodable: 0,
+            analysis: Analysis::new(config, pods, clock, reset_reasons),
             cookies: NetnsCookies::default(),
-            dns_malformed: 0,
-            dns_truncated: 0,
+            skipped: Skipped::default(),
             batch: Vec::new(),
             dns_batch: Vec::new(),
         }
     }
 
-    /// Applies one record; `seen` gets the event as the table saw it.
+    /// Applies one record read at `now_ns`.
     pub fn process(
         &mut self,
         raw: &ConnEvent,
+        now_ns: u64,
         observations: &mut Vec<Observation>,
-        mut seen: impl FnMut(&Event, &Applied, &PodName),
+        tap: Option<EventTap>,
     ) {
         let mut event = match Event::decode(raw, &self.clock) {
             Ok(event) => event,
             Err(e) => {
-                self.undecodable += 1;
+                self.skipped.unknown_kind += 1;
                 tracing::debug!("skipping record: {e}");
                 return;
             }
         };
         let applied = self.table.apply(&mut event);
-        let pod = self.pods.resolve(event.netns);
-        seen(&event, &applied, &pod);
-        self.analyzer
-            .observe(&event, &applied, &mut self.pods, observations);
+        if let Some(tap) = tap {
+            let pod = self.analysis.pod(event.netns);
+            tap(&event, &applied, &pod);
+        }
+        self.analysis
+            .observe(&event, &applied, now_ns, observations);
     }
 
     /// Parses one captured DNS response and records it for its namespace.
@@ -83,30 +96,31 @@ impl Pipeline {
         let Some(message) =
             message.filter(|_| raw.protocol == IPPROTO_TCP || raw.len == raw.captured)
         else {
-            self.dns_truncated += 1;
+            self.skipped.dns_truncated += 1;
             return;
         };
         match dns::parse_response(message) {
             Ok(answer) => {
                 let netns = self.cookies.inode(raw.netns_cookie).unwrap_or(0);
-                self.analyzer
-                    .observe_dns(netns, answer, raw.ts_ns, &mut self.pods, observations);
+                self.analysis
+                    .observe_dns(netns, answer, raw.ts_ns, observations);
             }
             Err(e) => {
-                self.dns_malformed += 1;
+                self.skipped.dns_malformed += 1;
                 tracing::debug!("skipping DNS payload: {e}");
             }
         }
     }
 
-    /// Drains both ring buffers through the pipeline (DNS answers first, so a
-    /// connection opened right after its lookup finds its name), then ticks.
-    /// `seen` gets every connection event as the table saw it.
+    /// Drains both ring buffers (DNS answers first, so a connection opened
+    /// right after its lookup finds its name), then decides what `now_ns`
+    /// has settled.
     pub fn ingest(
         &mut self,
         reader: &mut EventReader,
+        now_ns: u64,
         observations: &mut Vec<Observation>,
-        mut seen: impl FnMut(&Event, &Applied, &PodName),
+        mut tap: Option<EventTap>,
     ) {
         let mut dns = std::mem::take(&mut self.dns_batch);
         reader.drain_dns(&mut dns);
@@ -117,14 +131,18 @@ impl Pipeline {
         let mut batch = std::mem::take(&mut self.batch);
         reader.drain(&mut batch);
         for raw in batch.drain(..) {
-            self.process(&raw, observations, &mut seen);
+            let tap: Option<EventTap> = match &mut tap {
+                Some(tap) => Some(&mut **tap),
+                None => None,
+            };
+            self.process(&raw, now_ns, observations, tap);
         }
         self.batch = batch;
-        self.tick(observations);
+        self.tick(now_ns, observations);
     }
 
-    /// Decides what time has settled (failures, 503 attributions).
-    pub fn tick(&mut self, observations: &mut Vec<Observation>) {
-        self.analyzer.tick(&mut self.pods, observations);
+    /// Decides the failures and 503s that have settled by `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, observations: &mut Vec<Observation>) {
+        self.analysis.tick(now_ns, observations);
     }
 }

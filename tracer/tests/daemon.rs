@@ -251,6 +251,78 @@ fn metrics_findings_and_a_clean_sigterm() {
     );
 }
 
+#[test]
+fn trace_serves_metrics_and_findings_with_listen() {
+    require_root();
+    let pair = PodPair::new();
+    let addr: SocketAddr = "127.0.0.1:19462".parse().unwrap();
+    // A bare number is seconds.
+    let trace = Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args(["trace", "--duration", "20", "--output", "json"])
+        .args([
+            "--namespace",
+            &pair.namespace,
+            "--listen",
+            &addr.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start trace");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
+        assert!(Instant::now() < deadline, "trace not serving within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = SocketAddr::new(pair.server_v4, 9);
+    assert!(
+        pair.client
+            .run("ct-client", move || TcpStream::connect(refused))
+            .is_err()
+    );
+    let ns = pair.namespace.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, body) = get(addr, "/metrics").unwrap();
+        if metric(
+            &body,
+            "conntracer_connection_failures_total",
+            &[("namespace", &ns), ("pod", "client")],
+        ) >= 1.0
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no failure counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        body.contains("conntracer_records_skipped_total{reason=\"short\"} 0"),
+        "{body}"
+    );
+    let (code, findings) = get(addr, &format!("/findings?namespace={ns}")).unwrap();
+    assert_eq!(code, 200);
+    let findings: serde_json::Value = serde_json::from_str(&findings).unwrap();
+    assert_eq!(findings["findings"][0]["pod"], "client", "{findings}");
+    assert_eq!(
+        findings["findings"][0]["samples"][0]["end"],
+        "connect_refused"
+    );
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
+    let out = trace.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failure = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"] == "failure")
+        .expect("the failure printed too");
+    assert_eq!(failure["end"], "connect_refused");
+    // The connecting thread: its own id, in this test process.
+    assert_eq!(failure["pid"], std::process::id());
+    assert_ne!(failure["tid"], failure["pid"], "{failure}");
+}
+
 fn daemon_error(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_conntracer"))
         .arg("daemon")
@@ -286,6 +358,11 @@ fn bad_configuration_names_the_key_or_flag() {
     assert!(
         err.contains("cannot read config file /nonexistent/conntracer.toml"),
         "{err}"
+    );
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the OS error once: {err}"
     );
     let err = daemon_error(&["--peer-cap", "0"]);
     assert!(err.contains("--peer-cap"), "{err}");

@@ -14,7 +14,8 @@ use std::{
 use tracer::{
     analysis::AnalysisConfig,
     dns::{parse::tcp_message, parse_response},
-    kernel::setup::ResetReasons,
+    kernel::reset_reasons::ResetReasons,
+    metadata::{NetnsNames, Pods},
     pipeline::Pipeline,
 };
 use tracer_common::event::{DNS_CAPTURE_MAX, DnsEvent, Tuple};
@@ -184,7 +185,12 @@ fn mutated_payloads_never_panic_and_are_counted() {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let seeds = seeds();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut pipeline = Pipeline::new(AnalysisConfig::default(), 1024, ResetReasons::default());
+    let mut pipeline = Pipeline::new(
+        AnalysisConfig::default(),
+        Pods::new(Box::new(NetnsNames::new())),
+        1024,
+        ResetReasons::default(),
+    );
     let mut observations = Vec::new();
     let (mut inputs, mut parsed) = (0u64, 0u64);
     while inputs < 200_000 && Instant::now() < deadline {
@@ -198,11 +204,11 @@ fn mutated_payloads_never_panic_and_are_counted() {
         observations.clear();
         inputs += 1;
     }
-    let skipped = pipeline.dns_malformed + pipeline.dns_truncated;
+    let skipped = pipeline.skipped.dns_malformed + pipeline.skipped.dns_truncated;
     eprintln!("dns fuzz: {inputs} inputs, {parsed} parsed, {skipped} skipped by the pipeline");
     assert!(inputs >= 1_000, "too few inputs in {seconds}s: {inputs}");
     assert!(
-        pipeline.dns_malformed > 0 && pipeline.dns_truncated > 0,
+        pipeline.skipped.dns_malformed > 0 && pipeline.skipped.dns_truncated > 0,
         "bad input is counted"
     );
     assert!(parsed > 0, "mutations keep some inputs valid");

@@ -8,10 +8,9 @@ use tracer::{
         btf::KernelBtf,
         format::TracepointFormat,
         layouts::{self, LayoutError},
-        setup::KernelSetup,
         tracefs::{Tracefs, TracefsError},
     },
-    probes::spec::PROBES,
+    probes::{setup::KernelSetup, spec::PROBES},
 };
 use tracer_common::config::{AddrEncoding, Field};
 

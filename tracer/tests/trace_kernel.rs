@@ -598,6 +598,34 @@ fn bad_options_are_clear_errors() {
     );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args(["trace", "--duration", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`soon` is not a duration"), "{stderr}");
+
+    // The same configuration, and the same errors, for every subcommand.
+    for subcommand in ["trace", "diagnose", "check"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
+            .args([subcommand, "--config", "/nonexistent/conntracer.toml"])
+            .args(if subcommand == "diagnose" {
+                &["--duration", "1"][..]
+            } else {
+                &[]
+            })
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot read config file /nonexistent/conntracer.toml")
+                && stderr.matches("No such file or directory").count() == 1,
+            "{subcommand}: {stderr}"
+        );
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conntracer"))
         .args(["trace", "--event", "nonsense"])
         .output()
         .unwrap();

@@ -27,6 +27,7 @@ struct RecentFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributed503 {
     pub netns: u32,
+    pub pid: u32,
     pub at_ns: u64,
     /// `None`: unattributed.
     pub cause: Option<Cause>,
@@ -78,6 +79,7 @@ impl Attributor {
                     f.used = true;
                     out.push(Attributed503 {
                         netns: p.netns,
+                        pid: p.pid,
                         at_ns: p.at_ns,
                         cause: Some(f.cause),
                     });
@@ -85,6 +87,7 @@ impl Attributor {
                 None if now_ns.saturating_sub(p.at_ns) > window => {
                     out.push(Attributed503 {
                         netns: p.netns,
+                        pid: p.pid,
                         at_ns: p.at_ns,
                         cause: None,
                     });
@@ -138,6 +141,7 @@ mod tests {
             out,
             vec![Attributed503 {
                 netns: 1,
+                pid: 10,
                 at_ns: 1000 * MS,
                 cause: Some(Cause::IdleTimeout)
             }]

@@ -7,16 +7,16 @@
 //!    no listener on that address (e.g. the app binds 127.0.0.1 only) and no
 //!    termination under way;
 //! 3. `dns_stale` — the remote IP had dropped out of the latest DNS answer
-//!    for its name (decided by the DNS history; not yet fed);
+//!    for its name in that pod, or its record expired with no new answer;
 //! 4. `idle_timeout` — on a reused connection, the request was written onto
 //!    a connection the peer had already closed (its FIN came first), or after
 //!    an idle gap of at least 80 % of the peer's learned idle-close time;
 //! 5. `peer_reset` — any other reset received with a request in flight;
 //! 6. `unknown`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     PodTerminating,

@@ -1,44 +1,59 @@
 //! Attribution: from connection events to failures with a cause, 503s with
 //! the cause of the upstream failure behind them, and findings with a fix.
 //!
-//! The analyzer sees every event after the connection table has applied it.
-//! Failures are decided a moment after their connection closes (`settle`),
-//! so that related events (a listener closing, the 503 the proxy writes)
-//! have arrived; 503s wait up to the attribution window for their failure.
+//! Stages, each with one job and its own state:
+//! - [`naming`]: pod, direction and bounded peer label of a connection;
+//! - [`topology`]: who listens where and owns which address on this node;
+//! - [`idle`]: each destination's learned idle-close time;
+//! - [`dns_names`]: the DNS name behind each connection, and its staleness;
+//! - [`failure`] + [`facts`] + [`cause`]: failures, the facts about them, and
+//!   the one cause those facts give;
+//! - [`attribution`]: 503s joined to the failures behind them;
+//! - [`findings`]: patterns with evidence and the fix ([`remedy`]).
+//!
+//! [`Analysis`] feeds every event to the stages that need it, in order, and
+//! takes the time as an argument everywhere: it never reads a clock.
+//! Failures are decided `settle` after their connection closes, so that
+//! related events (a listener closing, the 503 the proxy writes) have
+//! arrived; 503s wait up to the attribution window for their failure.
 
 pub mod attribution;
 pub mod cause;
 pub mod direction;
+pub mod dns_names;
+pub mod facts;
 pub mod failure;
 pub mod findings;
-pub mod learning;
-pub mod peers;
+pub mod idle;
+pub mod naming;
+pub mod observation;
 pub mod proxy;
 pub mod remedy;
 pub mod topology;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    time::Duration,
-};
+#[cfg(test)]
+mod tests;
+
+use std::{collections::HashMap, time::Duration};
 
 use tracer_common::event::{EventKind, ResetSide, Role};
 
 use crate::{
     conntrack::{Connection, EndReason, table::Applied},
-    dns::{DnsAnswer, DnsHistory},
+    dns::DnsAnswer,
     events::{Clock, Event},
-    kernel::setup::ResetReasons,
-    metadata::{PodName, PodResolver},
+    kernel::reset_reasons::ResetReasons,
+    metadata::{PodName, Pods},
 };
-use attribution::{Attributed503, Attributor, Seen503};
-use cause::{Cause, Facts};
-use direction::{Direction, DirectionClassifier};
-use failure::{DnsEvidence, Evidence, Failure, failure_moment, is_stale, ms, request_in_flight};
-use findings::{Findings, Mismatch};
-use learning::IdleLearner;
-use peers::PeerLabels;
+use attribution::{Attributor, Seen503};
+use direction::DirectionClassifier;
+use dns_names::DnsNames;
+use failure::{Failure, Settling, is_stale, request_in_flight};
+use findings::{Finding, Findings, Mismatch, Scope};
+use idle::IdleLearner;
+pub use naming::Labels;
+use naming::Naming;
+pub use observation::{DnsSeen, Http503, Observation};
 use proxy::ProxyMatcher;
 use topology::{ListenerView, Topology};
 
@@ -75,109 +90,42 @@ impl Default for AnalysisConfig {
     }
 }
 
-/// The bounded labels a connection is counted under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Labels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: Direction,
-    pub peer: String,
-}
-
-/// What the analyzer concluded from an event (or from time passing).
-#[derive(Debug, Clone)]
-pub enum Observation {
-    Opened {
-        labels: Labels,
-        role: Role,
-    },
-    Reset {
-        labels: Labels,
-        side: &'static str,
-        reason: String,
-    },
-    Reuse {
-        labels: Labels,
-        idle: Duration,
-    },
-    Closed {
-        labels: Labels,
-        lifetime: Option<Duration>,
-        peer_idle_close: Option<Duration>,
-    },
-    Failure(Box<Failure>),
-    Http503(Http503),
-    Dns(Box<DnsSeen>),
-}
-
-/// A DNS answer seen in a pod.
-#[derive(Debug, Clone)]
-pub struct DnsSeen {
-    pub time: String,
-    pub netns: u32,
-    pub namespace: String,
-    pub pod: String,
-    /// Bounded label value for the name (`other` past the per-pod cap).
-    pub name_label: String,
-    pub answer: DnsAnswer,
-    /// The address set differs from the name's previous answer.
-    pub changed: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Http503 {
-    pub time: String,
-    pub netns: u32,
-    pub namespace: String,
-    pub pod: String,
-    /// `None`: no upstream failure of that proxy explains it.
-    pub cause: Option<Cause>,
-}
-
-struct PendingFailure {
-    ready_ns: u64,
-    at_ns: u64,
-    conn: Box<Connection>,
-    /// The DNS name the connection was opened for.
-    dns_name: Option<String>,
-}
-
-pub struct Analyzer {
+pub struct Analysis {
     config: AnalysisConfig,
     clock: Clock,
     reset_reasons: ResetReasons,
-    pub topology: Topology,
-    pub learner: IdleLearner,
-    peers: PeerLabels,
-    pending: VecDeque<PendingFailure>,
+    naming: Naming,
+    topology: Topology,
+    idle: IdleLearner,
+    dns: DnsNames,
+    settling: Settling,
     attribution: Attributor,
-    pub findings: Findings,
-    /// Pid of each proxy process per netns, for 503s whose socket owner is unknown.
-    proxies: HashMap<u32, u32>,
-    pub dns: DnsHistory,
-    /// Bounded `name` label values per pod.
-    dns_labels: PeerLabels,
-    /// Open client connection id → the DNS name it was opened for.
-    conn_names: HashMap<u64, String>,
+    findings: Findings,
 }
 
-impl Analyzer {
-    pub fn new(config: AnalysisConfig, clock: Clock, reset_reasons: ResetReasons) -> Self {
-        let config_peer_cap = config.peer_cap;
+impl Analysis {
+    pub fn new(
+        config: AnalysisConfig,
+        pods: Pods,
+        clock: Clock,
+        reset_reasons: ResetReasons,
+    ) -> Self {
         Self {
+            naming: Naming::new(
+                pods,
+                config.directions.clone(),
+                config.peer_cap,
+                config.peer_addresses,
+            ),
             attribution: Attributor::new(config.attribution_window),
-            peers: PeerLabels::new(config.peer_cap),
+            settling: Settling::new(config.settle),
             config,
             clock,
             reset_reasons,
             topology: Topology::default(),
-            learner: IdleLearner::default(),
-            pending: VecDeque::new(),
+            idle: IdleLearner::default(),
+            dns: DnsNames::default(),
             findings: Findings::default(),
-            proxies: HashMap::new(),
-            dns: DnsHistory::default(),
-            dns_labels: PeerLabels::new(config_peer_cap),
-            conn_names: HashMap::new(),
         }
     }
 
@@ -185,42 +133,22 @@ impl Analyzer {
         &self.config
     }
 
-    pub fn reason_name(&self, reason: u32) -> String {
-        self.reset_reasons.name(reason)
+    pub fn reset_reasons(&self) -> &ResetReasons {
+        &self.reset_reasons
     }
 
-    /// Labels for a connection of `netns` with `role` to `remote`.
-    pub fn labels(
-        &mut self,
-        pods: &mut PodResolver,
-        netns: u32,
-        role: Role,
-        remote: SocketAddr,
-    ) -> Labels {
-        let pod = pods.resolve(netns);
-        let dest_netns = self.topology.netns_of(netns, remote.ip());
-        let same_pod = dest_netns == Some(netns);
-        let direction = self.config.directions.classify(role, remote.ip(), same_pod);
-        let candidate = match dest_netns {
-            Some(n) if role == Role::Client => pods.resolve(n).qualified(),
-            _ if self.config.peer_addresses => remote.to_string(),
-            _ if role == Role::Server => "downstream".to_owned(),
-            _ => format!("port-{}", remote.port()),
-        };
-        let peer = self.peers.label(netns, candidate);
-        Labels {
-            namespace: pod.namespace,
-            pod: pod.pod,
-            direction,
-            peer,
-        }
+    /// The pod that owns `netns` (asked of the pod source once per namespace).
+    pub fn pod(&mut self, netns: u32) -> PodName {
+        self.naming.pod(netns)
     }
 
+    /// One event, after the connection table applied it; `now_ns` is when
+    /// it was read (kernel monotonic time).
     pub fn observe(
         &mut self,
         ev: &Event,
         applied: &Applied,
-        pods: &mut PodResolver,
+        now_ns: u64,
         out: &mut Vec<Observation>,
     ) {
         match ev.kind {
@@ -228,59 +156,30 @@ impl Analyzer {
             EventKind::ListenClose => self.topology.unlisten(ev.netns, ev.local, ev.mono_ns),
             EventKind::Connect | EventKind::Accept => {
                 self.topology.own(ev.netns, ev.local.ip());
-                if let (EventKind::Connect, Applied::Open { id }) = (ev.kind, applied)
-                    && let Some(name) =
-                        self.dns
-                            .name_for(ev.netns, ev.remote.ip(), ev.stats.start_ns.max(1))
-                {
-                    self.conn_names.insert(*id, name);
+                if let (EventKind::Connect, Applied::Open { id }) = (ev.kind, applied) {
+                    self.dns
+                        .connected(*id, ev.netns, ev.remote.ip(), ev.stats.start_ns.max(1));
                 }
-                if self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm) {
-                    self.proxies.insert(ev.netns, ev.process.pid);
-                }
-                let labels = self.labels(pods, ev.netns, ev.role, ev.remote);
+                let labels = self.labels(ev.netns, ev.role, ev.remote);
                 out.push(Observation::Opened {
                     labels,
                     role: ev.role,
                 });
             }
-            EventKind::Reset => {
-                let Some(reset) = ev.reset else { return };
-                if reset.side == ResetSide::Sent && ev.local.port() != 0 {
-                    // Even a refusal tells us who owns the address.
-                    self.topology.own(ev.netns, ev.local.ip());
-                }
-                let labels = self.labels(pods, ev.netns, ev.role, ev.remote);
-                let (side, reason) = match reset.side {
-                    ResetSide::Sent => (
-                        "sent",
-                        reset
-                            .reason
-                            .map_or_else(|| "unknown".into(), |r| self.reason_name(r)),
-                    ),
-                    _ => ("received", "peer".to_owned()),
-                };
-                out.push(Observation::Reset {
-                    labels,
-                    side,
-                    reason,
-                });
-            }
+            EventKind::Reset => self.reset(ev, out),
             EventKind::Reuse => {
                 if let Some(idle) = (ev.stats.last_reuse_idle_ns != 0)
                     .then(|| Duration::from_nanos(ev.stats.last_reuse_idle_ns))
                 {
-                    self.learner.reuse((ev.netns, ev.remote), idle);
-                    let labels = self.labels(pods, ev.netns, ev.role, ev.remote);
+                    self.idle.reuse((ev.netns, ev.remote), idle);
+                    let labels = self.labels(ev.netns, ev.role, ev.remote);
                     out.push(Observation::Reuse { labels, idle });
                 }
             }
             EventKind::HttpStatus => {
                 // A 503 a proxy wrote to its downstream (a socket it accepted).
-                let Applied::Open { .. } = applied else {
-                    return;
-                };
-                if ev.role == Role::Server
+                if matches!(applied, Applied::Open { .. })
+                    && ev.role == Role::Server
                     && self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm)
                 {
                     self.attribution.seen_503(Seen503 {
@@ -291,218 +190,52 @@ impl Analyzer {
                 }
             }
             EventKind::Close => {
-                let Applied::Closed(conn) = applied else {
-                    return;
-                };
-                self.closed(conn, pods, out);
+                if let Applied::Closed(conn) = applied {
+                    self.closed(conn, now_ns, out);
+                }
             }
         }
     }
 
-    fn closed(&mut self, conn: &Connection, pods: &mut PodResolver, out: &mut Vec<Observation>) {
+    fn reset(&mut self, ev: &Event, out: &mut Vec<Observation>) {
+        let Some(reset) = ev.reset else { return };
+        if reset.side == ResetSide::Sent && ev.local.port() != 0 {
+            // Even a refusal tells us who owns the address.
+            self.topology.own(ev.netns, ev.local.ip());
+        }
+        let labels = self.labels(ev.netns, ev.role, ev.remote);
+        let reason = match reset.side {
+            ResetSide::Sent => reset
+                .reason
+                .map_or_else(|| "unknown".into(), |r| self.reset_reasons.name(r)),
+            _ => "peer".to_owned(),
+        };
+        out.push(Observation::Reset {
+            labels,
+            side: reset.side,
+            reason,
+        });
+    }
+
+    fn closed(&mut self, conn: &Connection, now_ns: u64, out: &mut Vec<Observation>) {
         if conn.local.port() != 0 {
             self.topology.own(conn.netns, conn.local.ip());
         }
-        let labels = self.labels(pods, conn.netns, conn.role, conn.remote);
+        let labels = self.labels(conn.netns, conn.role, conn.remote);
         // A FIN right after a response is the protocol (`Connection: close`), not an idle timeout.
         let peer_idle_close = conn
             .idle_at_peer_close()
             .filter(|idle| *idle >= MIN_PEER_IDLE_CLOSE && !request_in_flight(conn));
         if let (Some(idle), Role::Client) = (peer_idle_close, conn.role) {
-            self.learner
-                .peer_idle_close((conn.netns, conn.remote), idle);
+            self.idle.peer_idle_close((conn.netns, conn.remote), idle);
         }
         out.push(Observation::Closed {
             labels,
             lifetime: conn.lifetime(),
             peer_idle_close,
         });
-        let dns_name = self.conn_names.remove(&conn.id);
-        if let Some(at_ns) = failure_moment(conn) {
-            let ready_ns = Clock::mono_now() + self.config.settle.as_nanos() as u64;
-            self.pending.push_back(PendingFailure {
-                ready_ns,
-                at_ns,
-                conn: Box::new(conn.clone()),
-                dns_name,
-            });
-        }
-    }
-
-    /// Decides failures and 503s whose time has come.
-    pub fn tick(&mut self, pods: &mut PodResolver, out: &mut Vec<Observation>) {
-        let now = Clock::mono_now();
-        while self.pending.front().is_some_and(|p| p.ready_ns <= now) {
-            let p = self.pending.pop_front().expect("checked");
-            let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref(), pods);
-            self.attribution
-                .failure(p.at_ns, failure.netns, failure.pid, failure.cause);
-            let learned = self
-                .learner
-                .get(&(p.conn.netns, p.conn.remote))
-                .and_then(|d| d.learned_peer_idle_close());
-            self.findings
-                .failure(&failure, p.conn.remote.port(), learned);
-            out.push(Observation::Failure(Box::new(failure)));
-        }
-        let mut settled: Vec<Attributed503> = Vec::new();
-        self.attribution.settle(now, &mut settled);
-        for a in settled {
-            let pod = pods.resolve(a.netns);
-            if let Some(cause) = a.cause {
-                self.findings.http_503(&pod.namespace, &pod.pod, cause);
-            }
-            out.push(Observation::Http503(Http503 {
-                time: humantime::format_rfc3339_nanos(self.clock.wall(a.at_ns)).to_string(),
-                netns: a.netns,
-                namespace: pod.namespace,
-                pod: pod.pod,
-                cause: a.cause,
-            }));
-        }
-    }
-
-    fn decide(
-        &mut self,
-        conn: &Connection,
-        at_ns: u64,
-        dns_name: Option<&str>,
-        pods: &mut PodResolver,
-    ) -> Failure {
-        let s = &conn.stats;
-        let end = conn.end.unwrap_or(EndReason::LocalClose);
-        let dest = (conn.netns, conn.remote);
-        let learned = self
-            .learner
-            .get(&dest)
-            .and_then(|d| d.learned_peer_idle_close());
-        let dest_netns = self.topology.netns_of(conn.netns, conn.remote.ip());
-        let listener = dest_netns.map_or(ListenerView::Unknown, |n| {
-            self.topology.listener(n, conn.remote)
-        });
-        let window = self.config.termination_window.as_nanos() as u64;
-        let settle = self.config.settle.as_nanos() as u64;
-        let listener_closed_before = match listener {
-            // The app may close its listener just after the connections it drains.
-            ListenerView::Closed { at_ns: closed }
-                if closed <= at_ns + settle && at_ns.saturating_sub(closed) <= window =>
-            {
-                Some(Duration::from_nanos(at_ns.saturating_sub(closed)))
-            }
-            _ => None,
-        };
-        let listener_only_on = match &listener {
-            ListenerView::OtherAddressOnly(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
-            _ => Vec::new(),
-        };
-        let reused = s.requests >= 2;
-        let staleness = dns_name.and_then(|name| {
-            self.dns
-                .staleness(conn.netns, name, conn.remote.ip(), at_ns)
-        });
-        let facts = Facts {
-            connect_refused: end == EndReason::ConnectRefused,
-            reset_received: end == EndReason::ResetReceived,
-            same_pod: dest_netns == Some(conn.netns),
-            listener_closed_before,
-            listener_other_address_only: !listener_only_on.is_empty(),
-            dns_stale: staleness.is_some(),
-            reused,
-            peer_closed_before_request: s.fin_in_ns != 0 && s.fin_in_ns <= s.last_send_ns,
-            idle_before_request: conn.last_reuse_idle().filter(|_| reused),
-            learned_peer_idle_close: learned,
-        };
-        let cause = cause::decide(&facts);
-        let peer_close_at = if s.rst_ns != 0 && s.flags & tracer_common::event::flags::RST_IN != 0 {
-            s.rst_ns
-        } else {
-            s.fin_in_ns
-        };
-        let evidence = Evidence {
-            idle_before_request_ms: facts.idle_before_request.map(ms),
-            learned_peer_idle_close_ms: learned.map(ms),
-            peer_closed_before_request: facts.peer_closed_before_request,
-            last_send_to_peer_close_ms: (s.last_send_ns != 0 && peer_close_at >= s.last_send_ns)
-                .then(|| ms(Duration::from_nanos(peer_close_at - s.last_send_ns))),
-            peer_close: match end {
-                EndReason::ConnectRefused => "refused",
-                EndReason::ConnectTimeout => "timeout",
-                EndReason::ResetReceived => "reset",
-                _ => "fin",
-            },
-            reset_sent_reason: (s.flags & tracer_common::event::flags::RST_REASON != 0)
-                .then(|| self.reason_name(s.rst_reason)),
-            listener_closed_before_ms: listener_closed_before.map(ms),
-            listener_only_on,
-            dns: staleness.map(|st| DnsEvidence {
-                name: st.name,
-                old_answer: st.old_answer,
-                new_answer: st.new_answer,
-                changed_before_failure_ms: ms(Duration::from_nanos(
-                    at_ns.saturating_sub(st.since_ns),
-                )),
-                ttl_expired: st.ttl_expired,
-            }),
-            requests: s.requests,
-            connection_age_ms: ms(Duration::from_nanos(at_ns.saturating_sub(s.start_ns))),
-        };
-        let labels = self.labels(pods, conn.netns, conn.role, conn.remote);
-        Failure {
-            time: humantime::format_rfc3339_nanos(self.clock.wall(at_ns)).to_string(),
-            at_ns,
-            netns: conn.netns,
-            namespace: labels.namespace,
-            pod: labels.pod,
-            pid: conn.process.pid,
-            comm: conn.process.comm.clone(),
-            proxy: self
-                .config
-                .proxy
-                .is_proxy(conn.process.uid, &conn.process.comm),
-            direction: labels.direction,
-            peer: labels.peer,
-            local: conn.local.to_string(),
-            remote: conn.remote.to_string(),
-            end: end.as_str(),
-            stale: is_stale(conn),
-            cause,
-            evidence,
-        }
-    }
-
-    /// Destinations whose peer closes idle connections the local side keeps pooled.
-    pub fn mismatches(&mut self, pods: &mut PodResolver) -> Vec<Mismatch> {
-        let learned: Vec<_> = self
-            .learner
-            .iter()
-            .filter_map(|(dest, d)| {
-                Some((
-                    *dest,
-                    d.learned_peer_idle_close()?,
-                    d.peer_idle_close_count,
-                    d.max_reuse_idle,
-                ))
-            })
-            .collect();
-        learned
-            .into_iter()
-            .map(
-                |((netns, remote), peer_idle_close, count, max_reuse_idle)| {
-                    let labels = self.labels(pods, netns, Role::Client, remote);
-                    Mismatch {
-                        namespace: labels.namespace,
-                        pod: labels.pod,
-                        direction: labels.direction,
-                        peer: labels.peer,
-                        destination: remote.to_string(),
-                        port: remote.port(),
-                        peer_idle_close,
-                        peer_idle_closes: count,
-                        max_reuse_idle,
-                    }
-                },
-            )
-            .collect()
+        let dns_name = self.dns.closed(conn.id);
+        self.settling.closed(conn, dns_name, now_ns);
     }
 
     /// A DNS answer received in `netns` at monotonic `at_ns`.
@@ -511,14 +244,13 @@ impl Analyzer {
         netns: u32,
         answer: DnsAnswer,
         at_ns: u64,
-        pods: &mut PodResolver,
         out: &mut Vec<Observation>,
     ) {
-        let changed = self.dns.record(netns, &answer, at_ns).is_some();
-        let pod = pods.resolve(netns);
-        let name_label = self.dns_labels.label(netns, answer.name.clone());
+        let changed = self.dns.answer(netns, &answer, at_ns);
+        let pod = self.naming.pod(netns);
+        let name_label = self.naming.dns_name(netns, &answer.name);
         out.push(Observation::Dns(Box::new(DnsSeen {
-            time: humantime::format_rfc3339_nanos(self.clock.wall(at_ns)).to_string(),
+            time: self.clock.wall(at_ns),
             netns,
             namespace: pod.namespace,
             pod: pod.pod,
@@ -528,26 +260,122 @@ impl Analyzer {
         })));
     }
 
+    /// Decides the failures and 503s whose time has come by `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        while let Some(p) = self.settling.next_ready(now_ns) {
+            let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref());
+            self.attribution
+                .failure(p.at_ns, failure.netns, failure.pid, failure.cause);
+            self.findings
+                .failure(&failure, failure.evidence.learned_peer_idle_close);
+            out.push(Observation::Failure(Box::new(failure)));
+        }
+        let mut settled = Vec::new();
+        self.attribution.settle(now_ns, &mut settled);
+        for a in settled {
+            let pod = self.naming.pod(a.netns);
+            if let Some(cause) = a.cause {
+                self.findings.http_503(&pod.namespace, &pod.pod, cause);
+            }
+            out.push(Observation::Http503(Http503 {
+                time: self.clock.wall(a.at_ns),
+                netns: a.netns,
+                namespace: pod.namespace,
+                pod: pod.pod,
+                pid: a.pid,
+                cause: a.cause,
+            }));
+        }
+    }
+
+    fn decide(&mut self, conn: &Connection, at_ns: u64, dns_name: Option<&str>) -> Failure {
+        let sources = facts::Sources {
+            topology: &self.topology,
+            idle: &self.idle,
+            dns: &self.dns,
+            reset_reasons: &self.reset_reasons,
+            termination_window: self.config.termination_window,
+            settle: self.config.settle,
+        };
+        let (facts, evidence) = facts::gather(conn, at_ns, dns_name, &sources);
+        let labels = self.labels(conn.netns, conn.role, conn.remote);
+        Failure {
+            time: self.clock.wall(at_ns),
+            at_ns,
+            netns: conn.netns,
+            namespace: labels.namespace,
+            pod: labels.pod,
+            pid: conn.process.pid,
+            tid: conn.process.tid,
+            uid: conn.process.uid,
+            comm: conn.process.comm.clone(),
+            proxy: self
+                .config
+                .proxy
+                .is_proxy(conn.process.uid, &conn.process.comm),
+            direction: labels.direction,
+            peer: labels.peer,
+            local: conn.local,
+            remote: conn.remote,
+            end: conn.end.unwrap_or(EndReason::LocalClose),
+            stale: is_stale(conn),
+            cause: cause::decide(&facts),
+            evidence,
+        }
+    }
+
+    fn labels(&mut self, netns: u32, role: Role, remote: std::net::SocketAddr) -> Labels {
+        self.naming.labels(&self.topology, netns, role, remote)
+    }
+
+    /// Destinations whose peer closes idle connections the local side keeps pooled.
+    pub fn mismatches(&self) -> Vec<Mismatch> {
+        self.idle
+            .iter()
+            .filter_map(|(&(netns, remote), d)| {
+                let labels = self
+                    .naming
+                    .peek_labels(&self.topology, netns, Role::Client, remote);
+                Some(Mismatch {
+                    namespace: labels.namespace,
+                    pod: labels.pod,
+                    direction: labels.direction,
+                    peer: labels.peer,
+                    destination: remote,
+                    peer_idle_close: d.learned_peer_idle_close()?,
+                    peer_idle_closes: d.peer_idle_close_count,
+                    max_reuse_idle: d.max_reuse_idle,
+                })
+            })
+            .collect()
+    }
+
+    /// The findings in `scope`. Reading changes nothing.
+    pub fn findings(&self, scope: &Scope) -> Vec<Finding> {
+        self.findings.report(&self.mismatches(), scope)
+    }
+
     /// Open connections to addresses their name's latest DNS answer no longer
     /// has, per pod and name: the warning before the 503s.
     pub fn open_to_stale_dns<'a>(
-        &mut self,
+        &self,
         open: impl Iterator<Item = &'a Connection>,
-        pods: &mut PodResolver,
+        now_ns: u64,
     ) -> HashMap<(PodName, String), u64> {
-        let now = Clock::mono_now();
         let mut counts = HashMap::new();
         for conn in open.filter(|c| c.role == Role::Client) {
-            let Some(name) = self.conn_names.get(&conn.id) else {
+            let Some(name) = self.dns.name_of(conn.id) else {
                 continue;
             };
             if self
                 .dns
-                .staleness(conn.netns, name, conn.remote.ip(), now)
+                .staleness(conn.netns, name, conn.remote.ip(), now_ns)
                 .is_some()
             {
-                let label = self.dns_labels.label(conn.netns, name.clone());
-                *counts.entry((pods.resolve(conn.netns), label)).or_insert(0) += 1;
+                let label = self.naming.peek_dns_name(conn.netns, name);
+                *counts
+                    .entry((self.naming.pods.peek(conn.netns), label))
+                    .or_insert(0) += 1;
             }
         }
         counts
@@ -557,7 +385,6 @@ impl Analyzer {
     pub fn open_to_terminating<'a>(
         &self,
         open: impl Iterator<Item = &'a Connection>,
-        pods: &mut PodResolver,
     ) -> HashMap<PodName, u64> {
         let mut counts = HashMap::new();
         for conn in open.filter(|c| c.role == Role::Client) {
@@ -568,9 +395,14 @@ impl Analyzer {
                 self.topology.listener(dest_netns, conn.remote),
                 ListenerView::Closed { .. }
             ) {
-                *counts.entry(pods.resolve(conn.netns)).or_insert(0) += 1;
+                *counts.entry(self.naming.pods.peek(conn.netns)).or_insert(0) += 1;
             }
         }
         counts
+    }
+
+    /// Failures waiting to settle (none once a session has wound down).
+    pub fn settling(&self) -> usize {
+        self.settling.len()
     }
 }

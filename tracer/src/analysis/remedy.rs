@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cause::Cause;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Remedy {
     pub summary: String,
+    /// Ready-to-apply YAML, documents separated by `---`.
     pub yaml: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -266,7 +267,56 @@ spec:
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize as _;
+    use serde_yaml::Value;
+
     use super::*;
+
+    fn target() -> Target {
+        Target {
+            namespace: "shop".into(),
+            host: "cart.shop.svc.cluster.local".into(),
+            port: 8080,
+        }
+    }
+
+    /// The YAML documents of a remedy, parsed.
+    fn documents(r: &Remedy) -> Vec<Value> {
+        serde_yaml::Deserializer::from_str(&r.yaml)
+            .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+            .collect()
+    }
+
+    /// The one document of `kind`.
+    fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+        let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "one {kind} in {docs:?}");
+        found[0]
+    }
+
+    fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+        path.split('.')
+            .fold(v, |v, key| match key.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[key],
+            })
+    }
+
+    /// The VirtualService retries for the host, with `retry_on`.
+    fn assert_retries(docs: &[Value], retry_on: &str) {
+        let vs = kind(docs, "VirtualService");
+        assert_eq!(at(vs, "apiVersion"), "networking.istio.io/v1");
+        assert_eq!(at(vs, "metadata.namespace"), "shop");
+        assert_eq!(at(vs, "spec.hosts.0"), "cart.shop.svc.cluster.local");
+        let route = at(vs, "spec.http.0");
+        assert_eq!(
+            at(route, "route.0.destination.host"),
+            "cart.shop.svc.cluster.local"
+        );
+        assert_eq!(at(route, "route.0.destination.port.number"), 8080);
+        assert_eq!(at(route, "retries.retryOn"), retry_on);
+        assert_eq!(at(route, "retries.attempts"), 2);
+    }
 
     #[test]
     fn idle_timeout_sits_below_the_peer() {
@@ -278,22 +328,116 @@ mod tests {
             idle_timeout_below(Duration::from_secs(2)),
             Duration::from_millis(1600)
         );
-        let t = Target {
-            namespace: "shop".into(),
-            host: "cart.shop.svc.cluster.local".into(),
-            port: 8080,
-        };
-        let r = for_cause(Cause::IdleTimeout, &t, Some(Duration::from_secs(2)));
-        assert!(r.yaml.contains("idleTimeout: 1600ms"), "{}", r.yaml);
-        assert!(r.yaml.contains("retryOn: reset,connect-failure"));
-        assert!(r.yaml.contains("host: cart.shop.svc.cluster.local"));
-        assert!(!r.warnings.is_empty());
-        for cause in Cause::ALL {
-            let r = for_cause(cause, &t, None);
-            assert!(
-                r.yaml.contains("apiVersion") || r.yaml.contains("spec:"),
-                "{cause:?}"
-            );
+        assert_eq!(
+            idle_timeout_below(Duration::from_millis(1005)),
+            Duration::from_millis(800)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_fix_sets_the_pool_idle_timeout_below_the_peers() {
+        let r = for_cause(Cause::IdleTimeout, &target(), Some(Duration::from_secs(2)));
+        let docs = documents(&r);
+        let dr = kind(&docs, "DestinationRule");
+        assert_eq!(at(dr, "spec.host"), "cart.shop.svc.cluster.local");
+        assert_eq!(at(dr, "metadata.namespace"), "shop");
+        let pool = at(dr, "spec.trafficPolicy.connectionPool");
+        assert_eq!(at(pool, "http.idleTimeout"), "1600ms");
+        assert_eq!(at(pool, "tcp.idleTimeout"), "1600ms");
+        assert_retries(&docs, "reset,connect-failure");
+        assert!(
+            r.summary.contains("1600ms") && r.summary.contains("2s"),
+            "{}",
+            r.summary
+        );
+        assert_eq!(r.warnings, [RETRY_WARNING]);
+        // Not learned yet: a conservative default, said so.
+        let unknown = for_cause(Cause::IdleTimeout, &target(), None);
+        let docs = documents(&unknown);
+        let pool = at(
+            kind(&docs, "DestinationRule"),
+            "spec.trafficPolicy.connectionPool",
+        );
+        assert_eq!(at(pool, "http.idleTimeout"), "30s");
+        assert!(unknown.summary.contains("not learned yet"));
+    }
+
+    #[test]
+    fn dns_stale_fix_re_resolves_and_bounds_connection_lifetime() {
+        let r = for_cause(Cause::DnsStale, &target(), None);
+        let docs = documents(&r);
+        let se = kind(&docs, "ServiceEntry");
+        assert_eq!(at(se, "spec.hosts.0"), "cart.shop.svc.cluster.local");
+        assert_eq!(at(se, "spec.resolution"), "DNS");
+        assert_eq!(at(se, "spec.ports.0.number"), 8080);
+        let dr = kind(&docs, "DestinationRule");
+        assert_eq!(at(dr, "spec.host"), "cart.shop.svc.cluster.local");
+        assert_eq!(
+            at(
+                dr,
+                "spec.trafficPolicy.connectionPool.http.maxConnectionDuration"
+            ),
+            "60s"
+        );
+        assert_retries(&docs, "connect-failure,reset");
+    }
+
+    #[test]
+    fn pod_terminating_fix_drains_and_ejects() {
+        let r = for_cause(Cause::PodTerminating, &target(), None);
+        let docs = documents(&r);
+        // The Deployment patch (no kind: it is a patch), the outlier detection, the retries.
+        let patch = docs
+            .iter()
+            .find(|d| d["kind"].is_null())
+            .expect("a Deployment patch");
+        assert_eq!(
+            at(patch, "spec.template.spec.terminationGracePeriodSeconds"),
+            45
+        );
+        assert_eq!(
+            at(
+                patch,
+                "spec.template.spec.containers.0.lifecycle.preStop.exec.command.1"
+            ),
+            "15"
+        );
+        let proxy_config = at(patch, "spec.template.metadata.annotations")["proxy.istio.io/config"]
+            .as_str()
+            .expect("proxy config annotation");
+        assert!(proxy_config.contains("terminationDrainDuration: 20s"));
+        let dr = kind(&docs, "DestinationRule");
+        assert_eq!(at(dr, "spec.host"), "cart.shop.svc.cluster.local");
+        assert_eq!(
+            at(
+                dr,
+                "spec.trafficPolicy.outlierDetection.consecutive5xxErrors"
+            ),
+            3
+        );
+        assert_retries(&docs, "reset,connect-failure,refused-stream");
+    }
+
+    #[test]
+    fn app_not_listening_fix_binds_every_address_on_the_port() {
+        let r = for_cause(Cause::AppNotListening, &target(), None);
+        let docs = documents(&r);
+        assert_eq!(docs.len(), 1);
+        let container = at(&docs[0], "spec.template.spec.containers.0");
+        assert_eq!(at(container, "env.0.value"), "0.0.0.0");
+        assert_eq!(at(container, "ports.0.containerPort"), 8080);
+        assert!(r.summary.contains("port 8080") && r.summary.contains("0.0.0.0"));
+        assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn peer_reset_and_unknown_fixes_retry() {
+        for cause in [Cause::PeerReset, Cause::Unknown] {
+            let r = for_cause(cause, &target(), None);
+            let docs = documents(&r);
+            assert_eq!(docs.len(), 1, "{cause:?}");
+            assert_retries(&docs, "reset,connect-failure");
+            assert!(r.summary.contains("cart.shop.svc.cluster.local"));
         }
     }
 }

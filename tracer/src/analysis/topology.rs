@@ -112,14 +112,6 @@ impl Topology {
             ListenerView::OtherAddressOnly(others)
         }
     }
-
-    /// Destinations whose listener is closed: (netns, port) → closed since.
-    pub fn closed_listeners(&self) -> impl Iterator<Item = (u32, SocketAddr, u64)> + '_ {
-        self.listeners.iter().flat_map(|((netns, _), list)| {
-            list.iter()
-                .filter_map(move |l| Some((*netns, l.address, l.closed_ns?)))
-        })
-    }
 }
 
 #[cfg(test)]

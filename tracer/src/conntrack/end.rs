@@ -66,9 +66,37 @@ impl EndReason {
         }
     }
 
+    /// The end a name stands for (`reset_sent` without its reason).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "local_close" => EndReason::LocalClose,
+            "peer_close" => EndReason::PeerClose,
+            "reset_received" => EndReason::ResetReceived,
+            "reset_sent" => EndReason::ResetSent { reason: None },
+            "connect_refused" => EndReason::ConnectRefused,
+            "connect_timeout" => EndReason::ConnectTimeout,
+            _ => return None,
+        })
+    }
+
     /// Ended by the other side.
     pub fn by_peer(&self) -> bool {
         matches!(self, EndReason::PeerClose | EndReason::ResetReceived)
+    }
+}
+
+// Serialised by name: the reset reason travels separately (`reason`).
+impl serde::Serialize for EndReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EndReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        EndReason::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown end `{name}`")))
     }
 }
 

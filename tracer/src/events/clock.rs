@@ -27,6 +27,13 @@ impl Clock {
         }
     }
 
+    /// A clock with a known offset (tests).
+    pub fn with_offset(offset: Duration) -> Self {
+        Self {
+            offset_ns: offset.as_nanos() as i128,
+        }
+    }
+
     /// Kernel monotonic now, in the programs' clock.
     pub fn mono_now() -> u64 {
         read(libc::CLOCK_MONOTONIC) as u64

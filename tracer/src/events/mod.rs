@@ -22,6 +22,14 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of an address (IPv4-mapped IPv6 counts as IPv6: the socket's).
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Ipv4 => "ipv4",

@@ -9,8 +9,12 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF from {path}: {source}")]
-    Read { path: String, source: btf_rs::Error },
+    #[error("cannot read kernel BTF from {path}")]
+    Read {
+        path: String,
+        #[source]
+        error: btf_rs::Error,
+    },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member `{member}` (looking for `{path}`)")]
@@ -31,9 +35,9 @@ impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self, BtfError> {
         Btf::from_file(path)
             .map(|btf| Self { btf })
-            .map_err(|source| BtfError::Read {
+            .map_err(|error| BtfError::Read {
                 path: path.display().to_string(),
-                source,
+                error,
             })
     }
 

@@ -13,14 +13,9 @@ pub enum FormatError {
 /// One `field:` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatField {
-    /// The C declaration without the name, e.g. `const void *`, `__u8`, `enum sk_rst_reason`.
-    pub c_type: String,
     pub name: String,
     pub offset: u16,
     pub size: u16,
-    pub signed: bool,
-    /// `N` for `name[N]`.
-    pub array_len: Option<usize>,
 }
 
 /// A parsed `format` file.
@@ -113,31 +108,23 @@ fn parse_field(line: &str) -> Option<FormatField> {
     let decl = parts.next()?.strip_prefix("field:")?.trim();
     let mut offset = None;
     let mut size = None;
-    let mut signed = false;
     for part in parts {
         if let Some(v) = part.strip_prefix("offset:") {
             offset = v.parse().ok();
         } else if let Some(v) = part.strip_prefix("size:") {
             size = v.parse().ok();
-        } else if let Some(v) = part.strip_prefix("signed:") {
-            signed = v == "1";
         }
     }
+    // The name follows the C type (`const void * skaddr`, `__u8 saddr[4]`).
     let split = decl.rfind([' ', '*'])?;
-    let (c_type, raw_name) = (decl[..=split].trim(), decl[split + 1..].trim());
-    let (name, array_len) = match raw_name.split_once('[') {
-        Some((name, len)) => (name, len.trim_end_matches(']').parse().ok()),
-        None => (raw_name, None),
-    };
+    let raw_name = decl[split + 1..].trim();
+    let name = raw_name.split_once('[').map_or(raw_name, |(name, _)| name);
     if name.is_empty() {
         return None;
     }
     Some(FormatField {
-        c_type: c_type.to_owned(),
         name: name.to_owned(),
         offset: offset?,
         size: size?,
-        signed,
-        array_len,
     })
 }

@@ -6,7 +6,7 @@ pub mod format;
 pub mod layouts;
 pub mod mount;
 pub mod privileges;
-pub mod setup;
+pub mod reset_reasons;
 pub mod tracefs;
 
 /// `uname -r`.

@@ -20,10 +20,18 @@ pub enum TracefsError {
     NotMounted(io::Error),
     #[error("tracepoint {0} does not exist on this kernel")]
     MissingTracepoint(String),
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
-    #[error("cannot parse {path}: {source}")]
-    Parse { path: String, source: FormatError },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot parse {path}")]
+    Parse {
+        path: String,
+        #[source]
+        error: FormatError,
+    },
 }
 
 /// A directory holding `events/<system>/<event>/format`: live tracefs, or a
@@ -77,16 +85,16 @@ impl Tracefs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(TracefsError::MissingTracepoint(tracepoint.to_owned()));
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(TracefsError::Read {
                     path: path.display().to_string(),
-                    source,
+                    error,
                 });
             }
         };
-        TracepointFormat::parse(&text).map_err(|source| TracefsError::Parse {
+        TracepointFormat::parse(&text).map_err(|error| TracefsError::Parse {
             path: path.display().to_string(),
-            source,
+            error,
         })
     }
 }

@@ -12,53 +12,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PodName {
-    pub namespace: String,
-    pub pod: String,
-}
+use super::{PodName, PodSource};
 
-impl PodName {
-    /// From an `ip netns` name.
-    pub fn from_netns_name(name: &str) -> Self {
-        match name.split_once('.') {
-            Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => Self {
-                namespace: namespace.to_owned(),
-                pod: pod.to_owned(),
-            },
-            _ => Self {
-                namespace: "default".to_owned(),
-                pod: name.to_owned(),
-            },
-        }
-    }
-
-    pub fn host() -> Self {
-        Self {
-            namespace: String::new(),
-            pod: "host".to_owned(),
-        }
-    }
-
-    pub fn unnamed(inode: u32) -> Self {
-        Self {
-            namespace: String::new(),
-            pod: format!("netns-{inode}"),
-        }
-    }
-
-    /// `namespace/pod`, or just `pod` without a namespace.
-    pub fn qualified(&self) -> String {
-        if self.namespace.is_empty() {
-            self.pod.clone()
-        } else {
-            format!("{}/{}", self.namespace, self.pod)
-        }
+/// From an `ip netns` name: `NAMESPACE.POD`, or `POD` in namespace `default`.
+pub fn pod_from_netns_name(name: &str) -> PodName {
+    match name.split_once('.') {
+        Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => PodName {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+        },
+        _ => PodName {
+            namespace: "default".to_owned(),
+            pod: name.to_owned(),
+        },
     }
 }
 
-/// Caches names and re-reads `/run/netns` when it meets an inode it does not know.
-pub struct PodResolver {
+/// Pods named by `/run/netns`: re-reads the directory when asked about a
+/// namespace it does not know (at most every 200 ms).
+pub struct NetnsNames {
     netns_dir: PathBuf,
     host_inode: Option<u32>,
     names: HashMap<u32, PodName>,
@@ -66,7 +38,7 @@ pub struct PodResolver {
     min_rescan: Duration,
 }
 
-impl PodResolver {
+impl NetnsNames {
     pub fn new() -> Self {
         Self::with_dir("/run/netns", host_netns_inode())
     }
@@ -81,25 +53,6 @@ impl PodResolver {
         }
     }
 
-    pub fn resolve(&mut self, inode: u32) -> PodName {
-        if Some(inode) == self.host_inode {
-            return PodName::host();
-        }
-        if let Some(name) = self.names.get(&inode) {
-            return name.clone();
-        }
-        if self
-            .last_scan
-            .is_none_or(|t| t.elapsed() >= self.min_rescan)
-        {
-            self.rescan();
-            if let Some(name) = self.names.get(&inode) {
-                return name.clone();
-            }
-        }
-        PodName::unnamed(inode)
-    }
-
     /// Re-reads the named namespaces (they come and go with pods).
     pub fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
@@ -107,7 +60,23 @@ impl PodResolver {
     }
 }
 
-impl Default for PodResolver {
+impl PodSource for NetnsNames {
+    fn lookup(&mut self, inode: u32) -> Option<PodName> {
+        if Some(inode) == self.host_inode {
+            return Some(PodName::host());
+        }
+        if !self.names.contains_key(&inode)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
+            self.rescan();
+        }
+        self.names.get(&inode).cloned()
+    }
+}
+
+impl Default for NetnsNames {
     fn default() -> Self {
         Self::new()
     }
@@ -123,7 +92,7 @@ fn scan(dir: &Path) -> HashMap<u32, PodName> {
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let inode = fs::metadata(entry.path()).ok()?.ino();
-            Some((inode as u32, PodName::from_netns_name(&name)))
+            Some((inode as u32, pod_from_netns_name(&name)))
         })
         .collect()
 }
@@ -145,7 +114,7 @@ mod tests {
     #[test]
     fn netns_names_map_to_pods() {
         assert_eq!(
-            PodName::from_netns_name("shop.cart-7d9f"),
+            pod_from_netns_name("shop.cart-7d9f"),
             PodName {
                 namespace: "shop".into(),
                 pod: "cart-7d9f".into()
@@ -153,29 +122,28 @@ mod tests {
         );
         // Pod names may contain dots; namespaces cannot.
         assert_eq!(
-            PodName::from_netns_name("shop.cart.v2"),
+            pod_from_netns_name("shop.cart.v2"),
             PodName {
                 namespace: "shop".into(),
                 pod: "cart.v2".into()
             }
         );
         assert_eq!(
-            PodName::from_netns_name("client"),
+            pod_from_netns_name("client"),
             PodName {
                 namespace: "default".into(),
                 pod: "client".into()
             }
         );
-        assert_eq!(PodName::from_netns_name(".x").namespace, "default");
+        assert_eq!(pod_from_netns_name(".x").namespace, "default");
     }
 
     #[test]
     fn host_and_unnamed_namespaces() {
         let dir = std::env::temp_dir().join(format!("ct-netns-test-{}", std::process::id()));
-        let mut resolver = PodResolver::with_dir(&dir, Some(4026531840));
-        assert_eq!(resolver.resolve(4026531840), PodName::host());
-        assert_eq!(resolver.resolve(4026532999).pod, "netns-4026532999");
-        assert_eq!(resolver.resolve(4026532999).qualified(), "netns-4026532999");
+        let mut names = NetnsNames::with_dir(&dir, Some(4026531840));
+        assert_eq!(names.lookup(4026531840), Some(PodName::host()));
+        assert_eq!(names.lookup(4026532999), None);
     }
 
     #[test]
@@ -185,9 +153,9 @@ mod tests {
         let file = dir.join("team.api");
         fs::write(&file, b"").unwrap();
         let inode = fs::metadata(&file).unwrap().ino() as u32;
-        let mut resolver = PodResolver::with_dir(&dir, None);
-        let name = resolver.resolve(inode);
+        let mut names = NetnsNames::with_dir(&dir, None);
+        let name = names.lookup(inode);
         fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(name.qualified(), "team/api");
+        assert_eq!(name.map(|n| n.qualified()).as_deref(), Some("team/api"));
     }
 }

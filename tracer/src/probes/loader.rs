@@ -11,10 +11,10 @@ use aya::{
 };
 use tracer_common::config::ProbeConfig;
 
-use super::spec::ProbeSpec;
-use crate::kernel::{
-    privileges::{Capabilities, Capability},
-    setup::KernelSetup,
+use super::{setup::KernelSetup, spec::ProbeSpec};
+use crate::{
+    errors::chain,
+    kernel::privileges::{Capabilities, Capability},
 };
 
 /// The object `tracer/build.rs` built from `tracer-ebpf`.
@@ -34,6 +34,8 @@ pub struct LoadOptions {
     pub http_peek: bool,
     /// Attach the DNS answer capture (cgroup_skb ingress on the cgroup v2 root).
     pub dns_capture: bool,
+    /// How often the reader drains the ring buffers when nothing wakes it.
+    pub drain_interval: Duration,
 }
 
 impl Default for LoadOptions {
@@ -45,6 +47,7 @@ impl Default for LoadOptions {
             wakeup_min_bytes: 256 << 10,
             http_peek: true,
             dns_capture: true,
+            drain_interval: Duration::from_millis(100),
         }
     }
 }
@@ -60,22 +63,24 @@ pub enum LoadError {
     ZeroConnections,
     #[error("ring buffer size {0} must be a power of two of at least 4096 bytes")]
     BadRingSize(u32),
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] EbpfError),
-    #[error("program {program} (tracepoint {tracepoint}): {source}")]
+    #[error("program {program} (tracepoint {tracepoint})")]
     Program {
         program: &'static str,
         tracepoint: &'static str,
-        source: ProgramError,
+        #[source]
+        error: ProgramError,
     },
     #[error("program {0} is missing from the eBPF object (stale build?)")]
     MissingProgram(&'static str),
     #[error("map {0} is missing from the eBPF object (stale build?)")]
     MissingMap(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        #[source]
+        error: aya::maps::MapError,
     },
 }
 
@@ -197,9 +202,9 @@ impl Probes {
             .ebpf
             .take_map("EVENTS")
             .ok_or(LoadError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+        RingBuf::try_from(map).map_err(|error| LoadError::Map {
             name: "EVENTS",
-            source,
+            error,
         })
     }
 
@@ -214,9 +219,9 @@ impl Probes {
             .ok_or(LoadError::MissingMap("DNS_EVENTS"))?;
         RingBuf::try_from(map)
             .map(Some)
-            .map_err(|source| LoadError::Map {
+            .map_err(|error| LoadError::Map {
                 name: "DNS_EVENTS",
-                source,
+                error,
             })
     }
 
@@ -226,9 +231,9 @@ impl Probes {
             .ebpf
             .take_map("COUNTERS")
             .ok_or(LoadError::MissingMap("COUNTERS"))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+        PerCpuArray::try_from(map).map_err(|error| LoadError::Map {
             name: "COUNTERS",
-            source,
+            error,
         })
     }
 
@@ -253,10 +258,10 @@ impl Probes {
 }
 
 fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
-    let fail = |source| LoadError::Program {
+    let fail = |error| LoadError::Program {
         program: spec.program,
         tracepoint: spec.tracepoint,
-        source,
+        error,
     };
     let program: &mut TracePoint = ebpf
         .program_mut(spec.program)
@@ -300,17 +305,6 @@ fn short(text: &str) -> String {
         return text.to_owned();
     }
     format!("{} ... {}", lines[0], lines[lines.len() - 4..].join(" | "))
-}
-
-/// An error with its sources, for messages.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// Before Linux 5.11 BPF memory counted against RLIMIT_MEMLOCK; since then it

@@ -16,6 +16,8 @@ pub struct ProbeSpec {
     pub required: bool,
     /// What is lost when it is missing (shown by `check` and at start-up).
     pub cost: &'static str,
+    /// The format field whose `print fmt` names the kernel's reset reasons.
+    pub names_reset_reasons: Option<&'static str>,
     /// Writes this tracepoint's record layout into the config.
     pub configure: fn(&TracepointFormat, &mut ProbeConfig) -> Result<(), LayoutError>,
 }
@@ -34,6 +36,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "sock/inet_sock_set_state",
         required: true,
         cost: "no connection tracking at all",
+        names_reset_reasons: None,
         configure: |f, c| {
             c.state_change = layouts::state_change(f)?;
             Ok(())
@@ -44,6 +47,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_destroy_sock",
         required: true,
         cost: "connections are never reported closed",
+        names_reset_reasons: None,
         configure: |f, c| {
             c.destroy_sock = layouts::sock(f)?;
             Ok(())
@@ -54,6 +58,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_receive_reset",
         required: false,
         cost: "resets received are not seen: peer resets look like plain closes",
+        names_reset_reasons: None,
         configure: |f, c| {
             c.receive_reset = layouts::sock(f)?;
             Ok(())
@@ -64,6 +69,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_send_reset",
         required: false,
         cost: "resets sent are not seen (refused connects, SO_LINGER 0 aborts)",
+        names_reset_reasons: Some("reason"),
         configure: |f, c| {
             c.send_reset = layouts::send_reset(f)?;
             Ok(())
@@ -74,6 +80,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "sock/sock_send_length",
         required: false,
         cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        names_reset_reasons: None,
         configure: |f, c| {
             c.send_length = layouts::msg_length(f)?;
             Ok(())
@@ -84,6 +91,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "sock/sock_recv_length",
         required: false,
         cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        names_reset_reasons: None,
         configure: |f, c| {
             c.recv_length = layouts::msg_length(f)?;
             Ok(())

@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tracer_common::{
-    event::{EventKind, ResetSide},
-    tcp,
-};
+use tracer_common::{event::EventKind, tcp};
 
 use crate::{
-    analysis::{DnsSeen, Http503, cause::Cause, failure::Failure},
+    analysis::{DnsSeen, Http503, failure::Failure, observation::side_name},
     conntrack::{Connection, EndReason, table::Applied},
-    events::{self, Event},
-    kernel::setup::ResetReasons,
+    events::{self, Event, Family},
+    kernel::reset_reasons::ResetReasons,
     metadata::PodName,
+    units::{ms, rfc3339},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,10 +113,6 @@ pub struct TraceRecord {
     pub changed: Option<bool>,
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 /// Turns events into records; holds the kernel's names for reset reasons.
 pub struct RecordBuilder {
     reset_reasons: ResetReasons,
@@ -144,7 +138,7 @@ impl RecordBuilder {
             None => (&ev.process, ev.local, ev.remote),
         };
         let mut record = TraceRecord {
-            time: humantime::format_rfc3339_nanos(ev.time).to_string(),
+            time: rfc3339(ev.time),
             event: events::kind_name(ev.kind),
             netns: ev.netns,
             namespace: pod.namespace.clone(),
@@ -173,11 +167,7 @@ impl RecordBuilder {
             }
             EventKind::Reset => {
                 if let Some(reset) = ev.reset {
-                    record.side = match reset.side {
-                        ResetSide::Sent => Some("sent"),
-                        ResetSide::Received => Some("received"),
-                        ResetSide::None => None,
-                    };
+                    record.side = side_name(reset.side);
                     record.reason = reset.reason.map(|r| self.reason_name(r));
                 }
                 record.state = (ev.tcp_state != 0).then(|| tcp::state_name(ev.tcp_state));
@@ -194,24 +184,20 @@ impl RecordBuilder {
 
     pub fn failure(&self, f: &Failure) -> TraceRecord {
         TraceRecord {
-            time: f.time.clone(),
+            time: rfc3339(f.time),
             event: "failure",
             netns: f.netns,
             namespace: f.namespace.clone(),
             pod: f.pod.clone(),
             pid: f.pid,
-            tid: f.pid,
+            tid: f.tid,
             comm: f.comm.clone(),
-            uid: 0,
+            uid: f.uid,
             role: Some("client"),
-            family: if f.local.starts_with('[') {
-                "ipv6"
-            } else {
-                "ipv4"
-            },
-            local: f.local.clone(),
-            remote: f.remote.clone(),
-            end: Some(f.end),
+            family: Family::of(f.local.ip()).as_str(),
+            local: f.local.to_string(),
+            remote: f.remote.to_string(),
+            end: Some(f.end.as_str()),
             cause: Some(f.cause.as_str()),
             stale: Some(f.stale),
             direction: Some(f.direction.as_str()),
@@ -223,13 +209,14 @@ impl RecordBuilder {
 
     pub fn http_503(&self, h: &Http503) -> TraceRecord {
         TraceRecord {
-            time: h.time.clone(),
+            time: rfc3339(h.time),
             event: "http_503",
             netns: h.netns,
             namespace: h.namespace.clone(),
             pod: h.pod.clone(),
+            pid: h.pid,
             status: Some(503),
-            cause: Some(h.cause.map_or("unattributed", Cause::as_str)),
+            cause: Some(h.cause_name()),
             ..Self::empty()
         }
     }
@@ -281,7 +268,7 @@ impl RecordBuilder {
 
     pub fn dns(&self, d: &DnsSeen) -> TraceRecord {
         TraceRecord {
-            time: d.time.clone(),
+            time: rfc3339(d.time),
             event: "dns",
             netns: d.netns,
             namespace: d.namespace.clone(),

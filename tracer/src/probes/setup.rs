@@ -1,24 +1,25 @@
 //! Resolving every probe's record layout and the struct offsets on this
-//! kernel into the `ProbeConfig` the programs load with.
-
-use std::collections::BTreeMap;
+//! kernel into the `ProbeConfig` the programs load with, and which probes
+//! this kernel cannot run.
 
 use tracer_common::config::ProbeConfig;
 
-use super::{
+use super::spec::{PROBES, ProbeSpec};
+use crate::kernel::{
     btf::{BtfError, KernelBtf},
     layouts::LayoutError,
+    reset_reasons::ResetReasons,
     tracefs::{Tracefs, TracefsError},
 };
-use crate::probes::spec::{PROBES, ProbeSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("required tracepoint {tracepoint} ({program}): {source}")]
+    #[error("required tracepoint {tracepoint} ({program})")]
     RequiredTracepoint {
         tracepoint: &'static str,
         program: &'static str,
-        source: TracefsError,
+        #[source]
+        error: TracefsError,
     },
     #[error(transparent)]
     Layout(#[from] LayoutError),
@@ -42,32 +43,6 @@ pub struct KernelSetup {
     pub reset_reasons: ResetReasons,
 }
 
-/// The kernel's names for `enum sk_rst_reason` values, e.g. 1 → `NO_SOCKET`.
-#[derive(Debug, Clone, Default)]
-pub struct ResetReasons(BTreeMap<u64, String>);
-
-impl ResetReasons {
-    pub fn new(names: BTreeMap<u64, String>) -> Self {
-        Self(names)
-    }
-
-    /// The name, or the number when this kernel did not name it.
-    pub fn name(&self, reason: u32) -> String {
-        self.0
-            .get(&u64::from(reason))
-            .cloned()
-            .unwrap_or_else(|| reason.to_string())
-    }
-
-    pub fn get(&self, reason: u64) -> Option<&str> {
-        self.0.get(&reason).map(String::as_str)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 impl std::fmt::Debug for ProbeSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.program)
@@ -86,17 +61,17 @@ impl KernelSetup {
         for spec in PROBES {
             let format = match tracefs.format(spec.tracepoint) {
                 Ok(format) => format,
-                Err(source) if spec.required => {
+                Err(error) if spec.required => {
                     return Err(SetupError::RequiredTracepoint {
                         tracepoint: spec.tracepoint,
                         program: spec.program,
-                        source,
+                        error,
                     });
                 }
                 Err(e) => {
                     unavailable.push(Unavailable {
                         spec,
-                        reason: e.to_string(),
+                        reason: crate::errors::chain(&e),
                     });
                     continue;
                 }
@@ -106,11 +81,11 @@ impl KernelSetup {
                 Err(e) if spec.required => return Err(e.into()),
                 Err(e) => unavailable.push(Unavailable {
                     spec,
-                    reason: e.to_string(),
+                    reason: crate::errors::chain(&e),
                 }),
             }
-            if spec.tracepoint == "tcp/tcp_send_reset" {
-                reset_reasons = ResetReasons::new(format.symbolic_values("reason"));
+            if let Some(field) = spec.names_reset_reasons {
+                reset_reasons = ResetReasons::new(format.symbolic_values(field));
             }
         }
         Ok(Self {

@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::record::TraceRecord;
-use crate::cli::TraceArgs;
 
 /// Every non-empty list must match (lists are alternatives within themselves).
 #[derive(Debug, Default, Clone)]
@@ -18,18 +17,6 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_args(args: &TraceArgs) -> Self {
-        Self {
-            namespaces: args.namespaces.clone(),
-            pods: args.pods.clone(),
-            ports: args.ports.clone(),
-            addresses: args.addresses.clone(),
-            comms: args.comms.clone(),
-            pids: args.pids.clone(),
-            events: args.events.iter().map(|e| e.name()).collect(),
-        }
-    }
-
     pub fn matches(&self, r: &TraceRecord) -> bool {
         let any = |list_empty: bool, hit: bool| list_empty || hit;
         let endpoints: Vec<SocketAddr> = [&r.local, &r.remote]

@@ -10,7 +10,9 @@ use aya::{
 };
 
 use crate::{
-    cli::{CheckArgs, ProbeArgs},
+    cli::CheckArgs,
+    config::Settings,
+    errors::chain,
     kernel::{
         self,
         btf::{KernelBtf, VMLINUX},
@@ -19,10 +21,9 @@ use crate::{
             CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Capabilities,
             Capability,
         },
-        setup::KernelSetup,
         tracefs::Tracefs,
     },
-    probes::{Probes, spec::PROBES},
+    probes::{LoadOptions, Probes, setup::KernelSetup, spec::PROBES},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,13 @@ impl Report {
 }
 
 pub fn run(args: &CheckArgs) -> ExitCode {
+    let options = match super::resolve(&args.common, Settings::default()) {
+        Ok(config) => config.probes,
+        Err(e) => {
+            eprintln!("conntracer: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut report = Report { fatal: false };
     let release = kernel::release();
     let version = kernel::version(&release).unwrap_or((0, 0));
@@ -87,7 +95,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 Some(btf)
             }
             Err(e) => {
-                report.line(Status::Missing, "BTF", e.to_string());
+                report.line(Status::Missing, "BTF", chain(&e));
                 None
             }
         },
@@ -95,7 +103,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             report.line(
                 Status::Missing,
                 "BTF",
-                format!("{e} (kernel needs CONFIG_DEBUG_INFO_BTF=y)"),
+                format!("{} (kernel needs CONFIG_DEBUG_INFO_BTF=y)", chain(&e)),
             );
             None
         }
@@ -120,7 +128,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 Some(t)
             }
             Err(e) => {
-                report.line(Status::Missing, "tracefs", e.to_string());
+                report.line(Status::Missing, "tracefs", chain(&e));
                 None
             }
         },
@@ -130,10 +138,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         for spec in PROBES {
             let result = tracefs
                 .format(spec.tracepoint)
-                .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    (spec.configure)(&f, &mut Default::default()).map_err(|e| e.to_string())
-                });
+                .map_err(|e| chain(&e))
+                .and_then(|f| (spec.configure)(&f, &mut Default::default()).map_err(|e| chain(&e)));
             match result {
                 Ok(()) => report.line(
                     Status::Ok,
@@ -159,7 +165,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         && !report.fatal
         && let (Some(tracefs), Some(btf)) = (&tracefs, &btf)
     {
-        check_load(&mut report, tracefs, btf);
+        check_load(&mut report, tracefs, btf, &options);
     }
 
     if report.fatal {
@@ -273,20 +279,12 @@ fn check_mounts(report: &mut Report) {
     }
 }
 
-fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
+fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: &LoadOptions) {
     let setup = match KernelSetup::resolve(tracefs, btf) {
         Ok(setup) => setup,
-        Err(e) => return report.line(Status::Missing, "programs", e.to_string()),
+        Err(e) => return report.line(Status::Missing, "programs", chain(&e)),
     };
-    let defaults = ProbeArgs {
-        max_connections: 1024,
-        ring_bytes: 1 << 16,
-        reuse_event_min_idle: std::time::Duration::from_millis(500),
-        drain_interval: std::time::Duration::from_millis(100),
-        no_http_peek: false,
-        no_dns: false,
-    };
-    match Probes::load(&setup, &defaults.load_options()) {
+    match Probes::load(&setup, options) {
         Ok(probes) => {
             let n = probes.program_ids().len();
             let failed: Vec<String> = probes
@@ -304,6 +302,6 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf) {
                 report.line(Status::Degraded, "programs", f);
             }
         }
-        Err(e) => report.line(Status::Missing, "programs", format!("{e:#}")),
+        Err(e) => report.line(Status::Missing, "programs", chain(&e)),
     }
 }

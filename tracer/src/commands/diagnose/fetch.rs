@@ -9,18 +9,14 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::daemon::http::FindingsResponse;
+use crate::{analysis::findings::Scope, output::findings::FindingsReport};
 
-pub async fn findings(
-    daemon: SocketAddr,
-    namespace: Option<&str>,
-    pod: Option<&str>,
-) -> anyhow::Result<FindingsResponse> {
+pub async fn findings(daemon: SocketAddr, scope: &Scope) -> anyhow::Result<FindingsReport> {
     let mut query = Vec::new();
-    if let Some(ns) = namespace {
+    if let Some(ns) = &scope.namespace {
         query.push(format!("namespace={}", encode(ns)));
     }
-    if let Some(pod) = pod {
+    if let Some(pod) = &scope.pod {
         query.push(format!("pod={}", encode(pod)));
     }
     let path = if query.is_empty() {

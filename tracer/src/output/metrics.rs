@@ -1,5 +1,8 @@
 //! The Prometheus metrics of DESIGN.md (prefix `conntracer_`), in
 //! OpenMetrics text via `prometheus-client`. Names are a contract.
+//! [`MetricsOutput`] feeds them from a session.
+
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -7,7 +10,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::analysis::{Labels, Observation, cause::Cause};
+use tracer_common::counters::Counter as KernelCounter;
+
+use crate::{
+    analysis::{Labels, Observation, observation::side_name},
+    events::role_name,
+    probes::counters::CounterTotals,
+    session::{Flow, Output, State},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpenedLabels {
@@ -104,6 +114,7 @@ pub struct Metrics {
     pub open_to_stale_dns: Family<NameLabels, Gauge>,
     pub dns_answer_changes: Family<NameLabels, Counter>,
     pub dns_skipped: Family<ReasonLabels, Counter>,
+    pub records_skipped: Family<ReasonLabels, Counter>,
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
@@ -126,6 +137,7 @@ impl Metrics {
             open_to_stale_dns: Family::default(),
             dns_answer_changes: Family::default(),
             dns_skipped: Family::default(),
+            records_skipped: Family::default(),
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
@@ -193,6 +205,11 @@ impl Metrics {
             m.dns_skipped.clone(),
         );
         registry.register(
+            "records_skipped",
+            "Kernel records not decoded: shorter than their type, or of an unknown kind (a build mismatch)",
+            m.records_skipped.clone(),
+        );
+        registry.register(
             "events_lost",
             "Kernel events dropped because the ring buffer was full",
             m.events_lost.clone(),
@@ -231,9 +248,7 @@ impl Metrics {
                         namespace: labels.namespace.clone(),
                         pod: labels.pod.clone(),
                         direction: labels.direction.as_str().to_owned(),
-                        role: crate::events::role_name(*role)
-                            .unwrap_or("unknown")
-                            .to_owned(),
+                        role: role_name(*role).unwrap_or("unknown").to_owned(),
                     })
                     .inc();
             }
@@ -247,7 +262,7 @@ impl Metrics {
                         namespace: labels.namespace.clone(),
                         pod: labels.pod.clone(),
                         direction: labels.direction.as_str().to_owned(),
-                        side: (*side).to_owned(),
+                        side: side_name(*side).unwrap_or("unknown").to_owned(),
                         reason: reason.clone(),
                     })
                     .inc();
@@ -306,7 +321,7 @@ impl Metrics {
                     .get_or_create(&PodCauseLabels {
                         namespace: h.namespace.clone(),
                         pod: h.pod.clone(),
-                        cause: h.cause.map_or("unattributed", Cause::as_str).to_owned(),
+                        cause: h.cause_name().to_owned(),
                     })
                     .inc();
             }
@@ -327,5 +342,92 @@ fn peer_labels(l: &Labels) -> PeerLabels {
         pod: l.pod.clone(),
         direction: l.direction.as_str().to_owned(),
         peer: l.peer.clone(),
+    }
+}
+
+/// Keeps the registry current from a session: observations as they come,
+/// gauges and kernel counters after each drain.
+pub struct MetricsOutput {
+    metrics: Arc<Metrics>,
+    /// Totals already added to the counters.
+    kernel_before: CounterTotals,
+    table_evicted_before: u64,
+}
+
+impl MetricsOutput {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            kernel_before: CounterTotals::default(),
+            table_evicted_before: 0,
+        }
+    }
+}
+
+/// Raises a counter to `total` (counters only go up).
+fn raise_to(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+impl Output for MetricsOutput {
+    fn observation(&mut self, observation: &Observation) {
+        self.metrics.observe(observation);
+    }
+
+    fn drained(&mut self, state: &State<'_>) -> std::io::Result<Flow> {
+        let m = &self.metrics;
+        let p = state.pipeline;
+        let (now, before) = (&state.kernel, &self.kernel_before);
+        m.events_lost.inc_by(
+            now.get(KernelCounter::EventsLost)
+                .saturating_sub(before.get(KernelCounter::EventsLost)),
+        );
+        let evicted = |t: &CounterTotals| {
+            t.get(KernelCounter::UntrackedClose) + t.get(KernelCounter::SockMapFull)
+        };
+        m.map_evictions.inc_by(
+            evicted(now).saturating_sub(evicted(before)) + p.table.evicted
+                - self.table_evicted_before,
+        );
+        self.table_evicted_before = p.table.evicted;
+        self.kernel_before = state.kernel;
+        m.tracked_connections.set(p.table.len() as i64);
+
+        let stale = p.analysis.open_to_stale_dns(p.table.iter(), state.now_ns);
+        m.open_to_stale_dns.clear();
+        for ((pod, name), n) in stale {
+            m.open_to_stale_dns
+                .get_or_create(&NameLabels {
+                    namespace: pod.namespace,
+                    pod: pod.pod,
+                    name,
+                })
+                .set(n as i64);
+        }
+        let terminating = p.analysis.open_to_terminating(p.table.iter());
+        m.open_to_terminating.clear();
+        for (pod, n) in terminating {
+            m.open_to_terminating
+                .get_or_create(&PodLabels {
+                    namespace: pod.namespace,
+                    pod: pod.pod,
+                })
+                .set(n as i64);
+        }
+        let skipped = p.skipped;
+        for (family, reason, total) in [
+            (&m.dns_skipped, "malformed", skipped.dns_malformed),
+            (&m.dns_skipped, "truncated", skipped.dns_truncated),
+            (&m.records_skipped, "short", state.short_records),
+            (&m.records_skipped, "unknown_kind", skipped.unknown_kind),
+        ] {
+            raise_to(
+                &family.get_or_create(&ReasonLabels {
+                    reason: reason.to_owned(),
+                }),
+                total,
+            );
+        }
+        Ok(Flow::Continue)
     }
 }

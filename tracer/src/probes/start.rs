@@ -1,19 +1,19 @@
-//! Bringing the tracer up, in the order that gives the clearest error first:
+//! Bringing the probes up, in the order that gives the clearest error first:
 //! privileges, tracefs, BTF, record layouts, load and attach.
 
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray};
 
-use crate::{
-    cli::ProbeArgs,
-    kernel::{
-        btf::{BtfError, KernelBtf, VMLINUX},
-        privileges::Capabilities,
-        setup::{KernelSetup, SetupError},
-        tracefs::{Tracefs, TracefsError},
-    },
-    probes::{LoadError, Probes, reader::EventReader},
+use super::{
+    LoadError, LoadOptions, Probes,
+    reader::EventReader,
+    setup::{KernelSetup, SetupError},
+};
+use crate::kernel::{
+    btf::{BtfError, KernelBtf, VMLINUX},
+    privileges::Capabilities,
+    tracefs::{Tracefs, TracefsError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +26,12 @@ pub enum StartError {
     Btf(#[from] BtfError),
     #[error(transparent)]
     Setup(#[from] SetupError),
-    #[error("cannot watch the event ring buffer: {0}")]
-    Reader(std::io::Error),
+    #[error("cannot watch the event ring buffer")]
+    Reader(#[source] std::io::Error),
 }
 
-/// Loaded, attached probes and the handles to read them.
+/// Loaded, attached probes and the handles to read them. Dropping it
+/// detaches every program and frees every map.
 pub struct Tracer {
     pub setup: KernelSetup,
     pub probes: Probes,
@@ -38,7 +39,7 @@ pub struct Tracer {
     pub counters: PerCpuArray<MapData, u64>,
 }
 
-pub fn start(args: &ProbeArgs) -> Result<Tracer, StartError> {
+pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
     let missing = Capabilities::current().missing_for_tracing();
     if !missing.is_empty() {
         return Err(LoadError::MissingCapabilities(missing).into());
@@ -55,11 +56,11 @@ pub fn start(args: &ProbeArgs) -> Result<Tracer, StartError> {
             gap.spec.cost
         );
     }
-    let mut probes = Probes::load(&setup, &args.load_options())?;
+    let mut probes = Probes::load(&setup, options)?;
     let reader = EventReader::new(
         probes.take_events()?,
         probes.take_dns_events()?,
-        args.drain_interval,
+        options.drain_interval,
     )
     .map_err(StartError::Reader)?;
     let counters = probes.take_counters()?;

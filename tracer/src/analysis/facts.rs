@@ -1,0 +1,114 @@
+//! Gathering the facts a failure's cause is decided on, and the evidence
+//! kept with it, from what the other stages know: the destination's
+//! listener (termination window, settle), the DNS name behind the address,
+//! the peer's learned idle-close time, and the connection's own timeline
+//! (FIN before our send).
+
+use std::time::Duration;
+
+use tracer_common::event::flags;
+
+use super::{
+    cause::Facts,
+    dns_names::DnsNames,
+    failure::{DnsEvidence, Evidence, PeerClose},
+    idle::IdleLearner,
+    topology::{ListenerView, Topology},
+};
+use crate::{
+    conntrack::{Connection, EndReason},
+    kernel::reset_reasons::ResetReasons,
+};
+
+/// What the stages know, borrowed for one decision.
+pub struct Sources<'a> {
+    pub topology: &'a Topology,
+    pub idle: &'a IdleLearner,
+    pub dns: &'a DnsNames,
+    pub reset_reasons: &'a ResetReasons,
+    /// A listener closed this recently before the failure means termination.
+    pub termination_window: Duration,
+    /// A listener may close this long after the connections it drains.
+    pub settle: Duration,
+}
+
+/// The facts about a failure of `conn` at `at_ns`, with their evidence.
+pub fn gather(
+    conn: &Connection,
+    at_ns: u64,
+    dns_name: Option<&str>,
+    src: &Sources,
+) -> (Facts, Evidence) {
+    let s = &conn.stats;
+    let end = conn.end.unwrap_or(EndReason::LocalClose);
+    let learned = src
+        .idle
+        .get(&(conn.netns, conn.remote))
+        .and_then(|d| d.learned_peer_idle_close());
+    let dest_netns = src.topology.netns_of(conn.netns, conn.remote.ip());
+    let listener = dest_netns.map_or(ListenerView::Unknown, |n| {
+        src.topology.listener(n, conn.remote)
+    });
+    let window = src.termination_window.as_nanos() as u64;
+    let settle = src.settle.as_nanos() as u64;
+    let listener_closed_before = match listener {
+        // The app may close its listener just after the connections it drains.
+        ListenerView::Closed { at_ns: closed }
+            if closed <= at_ns + settle && at_ns.saturating_sub(closed) <= window =>
+        {
+            Some(Duration::from_nanos(at_ns.saturating_sub(closed)))
+        }
+        _ => None,
+    };
+    let listener_only_on = match listener {
+        ListenerView::OtherAddressOnly(addrs) => addrs,
+        _ => Vec::new(),
+    };
+    let reused = s.requests >= 2;
+    let staleness =
+        dns_name.and_then(|name| src.dns.staleness(conn.netns, name, conn.remote.ip(), at_ns));
+    let facts = Facts {
+        connect_refused: end == EndReason::ConnectRefused,
+        reset_received: end == EndReason::ResetReceived,
+        same_pod: dest_netns == Some(conn.netns),
+        listener_closed_before,
+        listener_other_address_only: !listener_only_on.is_empty(),
+        dns_stale: staleness.is_some(),
+        reused,
+        peer_closed_before_request: s.fin_in_ns != 0 && s.fin_in_ns <= s.last_send_ns,
+        idle_before_request: conn.last_reuse_idle().filter(|_| reused),
+        learned_peer_idle_close: learned,
+    };
+    let peer_close_at = if s.rst_ns != 0 && s.flags & flags::RST_IN != 0 {
+        s.rst_ns
+    } else {
+        s.fin_in_ns
+    };
+    let evidence = Evidence {
+        idle_before_request: facts.idle_before_request,
+        learned_peer_idle_close: learned,
+        peer_closed_before_request: facts.peer_closed_before_request,
+        last_send_to_peer_close: (s.last_send_ns != 0 && peer_close_at >= s.last_send_ns)
+            .then(|| Duration::from_nanos(peer_close_at - s.last_send_ns)),
+        peer_close: match end {
+            EndReason::ConnectRefused => PeerClose::Refused,
+            EndReason::ConnectTimeout => PeerClose::Timeout,
+            EndReason::ResetReceived => PeerClose::Reset,
+            _ => PeerClose::Fin,
+        },
+        reset_sent_reason: (s.flags & flags::RST_REASON != 0)
+            .then(|| src.reset_reasons.name(s.rst_reason)),
+        listener_closed_before,
+        listener_only_on,
+        dns: staleness.map(|st| DnsEvidence {
+            name: st.name,
+            old_answer: st.old_answer,
+            new_answer: st.new_answer,
+            changed_before_failure: Duration::from_nanos(at_ns.saturating_sub(st.since_ns)),
+            ttl_expired: st.ttl_expired,
+        }),
+        requests: s.requests,
+        connection_age: Duration::from_nanos(at_ns.saturating_sub(s.start_ns)),
+    };
+    (facts, evidence)
+}

@@ -1,0 +1,26 @@
+//! `conntracer daemon`: the DaemonSet mode. A session that follows every
+//! connection on the node and serves metrics, health and findings until
+//! SIGTERM.
+
+use super::{bind, pods, resolve, serve};
+use crate::{
+    cli::DaemonArgs,
+    session::{Session, Until},
+};
+
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let config = resolve(&args.common, DaemonArgs::mode_defaults())?;
+    let address = config.listen.expect("the daemon always listens");
+    let listener = bind(address).await?;
+    let mut session = Session::start(&config, pods())?;
+    let served = serve(&mut session, listener)?;
+    tracing::info!(
+        "conntracer daemon: {}; serving http://{}/metrics",
+        session.tracer().probes.attached_summary(),
+        served.address
+    );
+    session.run(Until::default()).await?;
+    tracing::info!("conntracer daemon: stopped (probes detached, no more scrapes)");
+    served.stop().await;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! Configuration, resolved once for every subcommand: flags, then the TOML
+//! file (`--config`), then the embedded defaults (zero configuration on a
+//! plain host). Flags and the file are the same [`Settings`], so every key
+//! has a flag and every flag a key; a bad value is an error naming both.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::{
+    analysis::{AnalysisConfig, direction::DirectionClassifier, proxy::ProxyMatcher},
+    probes::LoadOptions,
+    units::serde_duration_opt,
+};
+
+/// Where the daemon serves by default (loopback: ad-hoc use on a node).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// One layer of settings (the flags, or the file); every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: Option<SocketAddr>,
+    pub proxy_uids: Option<Vec<u32>>,
+    pub proxy_comms: Option<Vec<String>>,
+    pub cluster_cidrs: Option<Vec<IpNet>>,
+    #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
+    pub attribution_window: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
+    pub termination_window: Option<Duration>,
+    pub peer_cap: Option<usize>,
+    pub peer_addresses: Option<bool>,
+    pub max_connections: Option<u32>,
+    pub ring_bytes: Option<u32>,
+    #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
+    pub reuse_event_min_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
+    pub drain_interval: Option<Duration>,
+    pub http_peek: Option<bool>,
+    pub dns: Option<bool>,
+}
+
+impl Settings {
+    /// `self` where set, else `lower`.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(lower.listen),
+            proxy_uids: self.proxy_uids.or(lower.proxy_uids),
+            proxy_comms: self.proxy_comms.or(lower.proxy_comms),
+            cluster_cidrs: self.cluster_cidrs.or(lower.cluster_cidrs),
+            attribution_window: self.attribution_window.or(lower.attribution_window),
+            termination_window: self.termination_window.or(lower.termination_window),
+            peer_cap: self.peer_cap.or(lower.peer_cap),
+            peer_addresses: self.peer_addresses.or(lower.peer_addresses),
+            max_connections: self.max_connections.or(lower.max_connections),
+            ring_bytes: self.ring_bytes.or(lower.ring_bytes),
+            reuse_event_min_idle: self.reuse_event_min_idle.or(lower.reuse_event_min_idle),
+            drain_interval: self.drain_interval.or(lower.drain_interval),
+            http_peek: self.http_peek.or(lower.http_peek),
+            dns: self.dns.or(lower.dns),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{flag} / {key}: {problem}")]
+    Invalid {
+        flag: &'static str,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+fn invalid(flag: &'static str, key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// Everything a session needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Serve /metrics, /healthz, /readyz and /findings here (none: no HTTP).
+    pub listen: Option<SocketAddr>,
+    pub analysis: AnalysisConfig,
+    pub probes: LoadOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::resolve(Settings::default(), None, Settings::default()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Flags over the file over `mode_defaults` (e.g. the daemon's listen
+    /// address) over the embedded defaults.
+    pub fn resolve(
+        flags: Settings,
+        file: Option<&Path>,
+        mode_defaults: Settings,
+    ) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        let s = flags.over(from_file).over(mode_defaults);
+        let analysis_defaults = AnalysisConfig::default();
+        let probe_defaults = LoadOptions::default();
+        let proxy_defaults = ProxyMatcher::default();
+
+        let peer_cap = s.peer_cap.unwrap_or(analysis_defaults.peer_cap);
+        if peer_cap == 0 {
+            return Err(invalid("--peer-cap", "peer_cap", "must be at least 1"));
+        }
+        let max_connections = s.max_connections.unwrap_or(probe_defaults.max_connections);
+        if max_connections == 0 {
+            return Err(invalid(
+                "--max-connections",
+                "max_connections",
+                "must be at least 1",
+            ));
+        }
+        let ring_bytes = s.ring_bytes.unwrap_or(probe_defaults.ring_bytes);
+        if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
+            return Err(invalid(
+                "--ring-bytes",
+                "ring_bytes",
+                format!(
+                    "ring buffer size {ring_bytes} must be a power of two of at least 4096 bytes"
+                ),
+            ));
+        }
+        let drain_interval = s.drain_interval.unwrap_or(probe_defaults.drain_interval);
+        if drain_interval.is_zero() {
+            return Err(invalid(
+                "--drain-interval",
+                "drain_interval",
+                "must be longer than zero",
+            ));
+        }
+        let attribution_window = s
+            .attribution_window
+            .unwrap_or(analysis_defaults.attribution_window);
+        if attribution_window.is_zero() {
+            return Err(invalid(
+                "--attribution-window",
+                "attribution_window",
+                "must be longer than zero",
+            ));
+        }
+        Ok(Self {
+            listen: s.listen,
+            analysis: AnalysisConfig {
+                proxy: ProxyMatcher {
+                    uids: s.proxy_uids.unwrap_or(proxy_defaults.uids),
+                    comms: s.proxy_comms.unwrap_or(proxy_defaults.comms),
+                },
+                directions: s
+                    .cluster_cidrs
+                    .map(DirectionClassifier::new)
+                    .unwrap_or_default(),
+                attribution_window,
+                termination_window: s
+                    .termination_window
+                    .unwrap_or(analysis_defaults.termination_window),
+                peer_cap,
+                peer_addresses: s.peer_addresses.unwrap_or(false),
+                ..analysis_defaults
+            },
+            probes: LoadOptions {
+                max_connections,
+                ring_bytes,
+                reuse_event_min_idle: s
+                    .reuse_event_min_idle
+                    .unwrap_or(probe_defaults.reuse_event_min_idle),
+                drain_interval,
+                http_peek: s.http_peek.unwrap_or(probe_defaults.http_peek),
+                dns_capture: s.dns.unwrap_or(probe_defaults.dns_capture),
+                ..probe_defaults
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: display.clone(),
+        error,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        message: match e.span().and_then(|span| key_at(&text, span.start)) {
+            Some(key) => format!("key `{key}`: {}", e.message()),
+            None => e.to_string().trim_end().to_owned(),
+        },
+        path: display,
+    })
+}
+
+/// The `key` of the `key = value` line holding byte `offset`.
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim()).filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn file(text: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "conntracer-config-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let f = file(
+            "listen = \"127.0.0.1:9999\"\npeer_cap = 5\nattribution_window = 2\n\
+             termination_window = \"30s\"\nring_bytes = 8192\ndns = false\n",
+        );
+        let flags = Settings {
+            peer_cap: Some(7),
+            ..Settings::default()
+        };
+        let daemon = Settings {
+            listen: Some(DEFAULT_LISTEN.parse().unwrap()),
+            ..Settings::default()
+        };
+        let c = Config::resolve(flags, Some(&f.0), daemon).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(c.analysis.peer_cap, 7);
+        assert_eq!(c.analysis.attribution_window, Duration::from_secs(2));
+        assert_eq!(c.analysis.termination_window, Duration::from_secs(30));
+        assert_eq!(c.probes.ring_bytes, 8192);
+        assert!(!c.probes.dns_capture);
+        assert!(c.probes.http_peek);
+        let plain = Config::default();
+        assert_eq!(plain.listen, None);
+        assert_eq!(plain.analysis.peer_cap, 20);
+    }
+
+    #[test]
+    fn errors_name_the_flag_or_key_once() {
+        let missing = Config::resolve(
+            Settings::default(),
+            Some(Path::new("/nonexistent/conntracer.toml")),
+            Settings::default(),
+        )
+        .unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(missing));
+        assert_eq!(
+            chain.matches("No such file or directory").count(),
+            1,
+            "{chain}"
+        );
+        assert!(chain.starts_with("cannot read config file /nonexistent/conntracer.toml: "));
+
+        let unknown = file("colour = \"blue\"\n");
+        let e = Config::resolve(Settings::default(), Some(&unknown.0), Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+
+        let bad = file("termination_window = \"soon\"\n");
+        let e = Config::resolve(Settings::default(), Some(&bad.0), Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `termination_window`: `soon` is not a duration"),
+            "{e}"
+        );
+
+        let zero = Settings {
+            peer_cap: Some(0),
+            ..Settings::default()
+        };
+        let e = Config::resolve(zero, None, Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--peer-cap / peer_cap: must be at least 1");
+        let ring = Settings {
+            ring_bytes: Some(5000),
+            ..Settings::default()
+        };
+        let e = Config::resolve(ring, None, Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--ring-bytes / ring_bytes: ring buffer size 5000"),
+            "{e}"
+        );
+    }
+}
