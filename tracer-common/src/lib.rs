@@ -2,8 +2,9 @@
 //!
 //! Everything here is `#[repr(C)]`, `Copy` and free of pointers so the eBPF
 //! programs (`tracer-ebpf`) and the daemon (`tracer`) read the same bytes.
-//! Userspace-only helpers (aya `Pod` impls, names) live in [`user`] behind
-//! the `user` feature, the way kunai splits `bpf.rs` and `user.rs`.
+//! The one userspace-only piece, the aya `Pod` impls that let these types
+//! travel through maps, is [`user`], behind the `user` feature; the kernel
+//! side builds without it (`no_std`, no aya).
 #![no_std]
 
 pub mod config;

@@ -28,33 +28,56 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-struct Daemon {
+/// A conntracer process serving HTTP on `addr` (`daemon`, or `trace --listen`).
+struct Serving {
     child: Child,
 }
 
-impl Daemon {
+impl Serving {
     fn start(addr: SocketAddr, extra: &[&str]) -> Self {
+        Self::spawn(
+            addr,
+            &["daemon", "--listen", &addr.to_string()],
+            extra,
+            Stdio::null(),
+        )
+    }
+
+    fn spawn(addr: SocketAddr, args: &[&str], extra: &[&str], stdout: Stdio) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_conntracer"))
-            .args(["daemon", "--listen", &addr.to_string()])
+            .args(args)
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start daemon");
-        let daemon = Self { child };
+            .expect("start conntracer");
+        let serving = Self { child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while get(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
-            assert!(Instant::now() < deadline, "daemon not ready within 60 s");
+            assert!(Instant::now() < deadline, "not ready within 60 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        daemon
+        serving
     }
 }
 
-impl Drop for Daemon {
+impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `/metrics` once it counts a failure with these labels (10 s at most).
+fn metrics_with_a_failure(addr: SocketAddr, labels: &[(&str, &str)]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(addr, "/metrics").unwrap();
+        if metric(&body, "conntracer_connection_failures_total", labels) >= 1.0 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no failure counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -75,7 +98,7 @@ fn metrics_findings_and_a_clean_sigterm() {
     require_root();
     let pair = PodPair::new();
     let addr: SocketAddr = "127.0.0.1:19461".parse().unwrap();
-    let mut daemon = Daemon::start(addr, &[]);
+    let mut daemon = Serving::start(addr, &[]);
 
     let (code, body) = get(addr, "/healthz").unwrap();
     assert_eq!((code, body.as_str()), (200, "ok\n"));
@@ -111,20 +134,7 @@ fn metrics_findings_and_a_clean_sigterm() {
     );
 
     let ns = pair.namespace.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (_, body) = get(addr, "/metrics").unwrap();
-        if metric(
-            &body,
-            "conntracer_connection_failures_total",
-            &[("namespace", &ns)],
-        ) >= 1.0
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no failure counted:\n{body}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = metrics_with_a_failure(addr, &[("namespace", &ns)]);
     assert!(
         body.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
@@ -257,23 +267,17 @@ fn trace_serves_metrics_and_findings_with_listen() {
     let pair = PodPair::new();
     let addr: SocketAddr = "127.0.0.1:19462".parse().unwrap();
     // A bare number is seconds.
-    let trace = Command::new(env!("CARGO_BIN_EXE_conntracer"))
-        .args(["trace", "--duration", "20", "--output", "json"])
-        .args([
+    let mut trace = Serving::spawn(
+        addr,
+        &["trace", "--duration", "20", "--output", "json"],
+        &[
             "--namespace",
             &pair.namespace,
             "--listen",
             &addr.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start trace");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while get(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
-        assert!(Instant::now() < deadline, "trace not serving within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        ],
+        Stdio::piped(),
+    );
     let refused = SocketAddr::new(pair.server_v4, 9);
     assert!(
         pair.client
@@ -281,20 +285,7 @@ fn trace_serves_metrics_and_findings_with_listen() {
             .is_err()
     );
     let ns = pair.namespace.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (_, body) = get(addr, "/metrics").unwrap();
-        if metric(
-            &body,
-            "conntracer_connection_failures_total",
-            &[("namespace", &ns), ("pod", "client")],
-        ) >= 1.0
-        {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no failure counted:\n{body}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = metrics_with_a_failure(addr, &[("namespace", &ns), ("pod", "client")]);
     assert!(
         body.contains("conntracer_records_skipped_total{reason=\"short\"} 0"),
         "{body}"
@@ -308,10 +299,17 @@ fn trace_serves_metrics_and_findings_with_listen() {
         "connect_refused"
     );
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
-    let out = trace.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    unsafe { libc::kill(trace.child.id() as i32, libc::SIGINT) };
+    let mut stdout = String::new();
+    trace
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = trace.child.wait().unwrap();
+    assert!(status.success());
     let failure = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

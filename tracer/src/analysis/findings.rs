@@ -1,7 +1,8 @@
-//! Findings: failure patterns per pod, direction, peer and cause, with their
-//! evidence and the fix; and idle-timeout mismatches seen before any 503.
-//! One destination gets one idle-timeout finding: a mismatch merges into the
-//! failures it explains instead of being reported beside them.
+//! Findings: one per pod, direction, peer and port — its failures by cause (the
+//! cause with the most failures leads and gives the fix), the evidence, and
+//! the peer's idle closes. An idle-timeout mismatch seen before any failure
+//! is a finding of its own; once failures come it merges into theirs, so
+//! findings for one pair never contradict each other.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -22,27 +23,37 @@ use crate::units::{serde_ms_opt, serde_rfc3339_opt};
 /// Recent failures kept per pattern.
 const SAMPLES: usize = 5;
 
+/// A pod's connections to one peer's port, in one direction: one finding.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     namespace: String,
     pod: String,
     direction: Direction,
     peer: String,
-    cause: Cause,
+    port: u16,
 }
 
 #[derive(Debug, Clone)]
 struct Pattern {
     destination: SocketAddr,
-    failures: u64,
-    stale: u64,
-    http_503: u64,
-    first_seen: SystemTime,
-    last_seen: SystemTime,
+    by_cause: BTreeMap<Cause, CauseCount>,
     learned_peer_idle_close: Option<Duration>,
     /// The DNS name behind the destination, when one was seen.
     dns_name: Option<String>,
     samples: VecDeque<Failure>,
+}
+
+/// The failures of one cause within a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CauseCount {
+    pub cause: Cause,
+    pub failures: u64,
+    pub stale_failures: u64,
+    pub http_503: u64,
+    #[serde(with = "crate::units::serde_rfc3339")]
+    pub first_seen: SystemTime,
+    #[serde(with = "crate::units::serde_rfc3339")]
+    pub last_seen: SystemTime,
 }
 
 /// A destination whose peer closes idle connections that the local pool keeps.
@@ -162,9 +173,16 @@ pub struct Finding {
     )]
     pub last_seen: Option<SystemTime>,
     pub evidence: FindingEvidence,
-    /// The most recent failures, each with its own evidence.
+    /// Every cause seen for this pod and peer, most failures first; the
+    /// finding's `cause` is the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<CauseCount>,
+    /// The most recent failures, each with its own evidence and cause.
     pub samples: Vec<Failure>,
     pub remedy: Remedy,
+    /// What else the evidence says about this pod and peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Which findings a report is for.
@@ -205,25 +223,29 @@ impl Findings {
             pod: f.pod.clone(),
             direction: f.direction,
             peer: f.peer.clone(),
-            cause: f.cause,
+            port: f.remote.port(),
         };
         let p = self.patterns.entry(key).or_insert_with(|| Pattern {
             destination: f.remote,
-            failures: 0,
-            stale: 0,
-            http_503: 0,
-            first_seen: f.time,
-            last_seen: f.time,
+            by_cause: BTreeMap::new(),
             learned_peer_idle_close: None,
             dns_name: None,
             samples: VecDeque::new(),
         });
+        let count = p.by_cause.entry(f.cause).or_insert(CauseCount {
+            cause: f.cause,
+            failures: 0,
+            stale_failures: 0,
+            http_503: 0,
+            first_seen: f.time,
+            last_seen: f.time,
+        });
+        count.failures += 1;
+        count.stale_failures += u64::from(f.stale);
+        count.last_seen = f.time;
         if let Some(dns) = &f.evidence.dns {
             p.dns_name = Some(dns.name.clone());
         }
-        p.failures += 1;
-        p.stale += u64::from(f.stale);
-        p.last_seen = f.time;
         p.destination = f.remote;
         if learned.is_some() {
             p.learned_peer_idle_close = learned;
@@ -234,22 +256,23 @@ impl Findings {
         p.samples.push_back(f.clone());
     }
 
-    /// Counts an attributed 503 on the pattern of its cause in that pod.
+    /// Counts an attributed 503 on the peer of that pod with the most
+    /// failures of its cause.
     pub fn http_503(&mut self, namespace: &str, pod: &str, cause: Cause) {
-        if let Some(p) = self
+        if let Some(count) = self
             .patterns
             .iter_mut()
-            .filter(|(k, _)| k.namespace == namespace && k.pod == pod && k.cause == cause)
-            .map(|(_, p)| p)
-            .max_by_key(|p| p.failures)
+            .filter(|(k, _)| k.namespace == namespace && k.pod == pod)
+            .filter_map(|(_, p)| p.by_cause.get_mut(&cause))
+            .max_by_key(|c| c.failures)
         {
-            p.http_503 += 1;
+            count.http_503 += 1;
         }
     }
 
-    /// Every finding in `scope`: the failure patterns, with each mismatch
-    /// merged into its destination's idle-timeout failures or, when there
-    /// are none, reported on its own.
+    /// Every finding in `scope`: one per pod, peer and port, with each mismatch
+    /// merged into its pair's failures or, when there are none, reported on
+    /// its own.
     pub fn report(&self, mismatches: &[Mismatch], scope: &Scope) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
             .patterns
@@ -261,21 +284,15 @@ impl Findings {
             .iter()
             .filter(|m| scope.covers(&m.namespace, &m.pod))
         {
-            let same_pair = |f: &Finding| {
+            let pair = out.iter_mut().find(|f| {
                 f.namespace == m.namespace
                     && f.pod == m.pod
                     && f.direction == m.direction
                     && f.peer == m.peer
-            };
-            match out
-                .iter_mut()
-                .find(|f| same_pair(f) && f.cause == Cause::IdleTimeout)
-            {
-                Some(f) => {
-                    f.evidence.learned_peer_idle_close = Some(m.peer_idle_close);
-                    f.evidence.max_idle_before_reuse = Some(m.max_reuse_idle);
-                    f.evidence.peer_idle_closes = Some(m.peer_idle_closes);
-                }
+                    && f.destination.port() == m.destination.port()
+            });
+            match pair {
+                Some(f) => merge_mismatch(f, m),
                 None => out.push(mismatch_finding(m)),
             }
         }
@@ -283,7 +300,26 @@ impl Findings {
     }
 }
 
+/// The peer's idle closes, added to the failures of the same pod and peer.
+fn merge_mismatch(f: &mut Finding, m: &Mismatch) {
+    f.evidence.learned_peer_idle_close = Some(m.peer_idle_close);
+    f.evidence.max_idle_before_reuse = Some(m.max_reuse_idle);
+    f.evidence.peer_idle_closes = Some(m.peer_idle_closes);
+    if f.cause != Cause::IdleTimeout {
+        f.notes.push(format!(
+            "the peer also closes idle connections after {}: keep the pool's idleTimeout below it ({}) \
+             so that no request races its close",
+            remedy::format_duration(m.peer_idle_close),
+            remedy::format_duration(remedy::idle_timeout_below(m.peer_idle_close))
+        ));
+    }
+}
+
 fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
+    let mut causes: Vec<CauseCount> = p.by_cause.values().cloned().collect();
+    // Most failures first; equal counts in the precedence order (the map's).
+    causes.sort_by_key(|c| std::cmp::Reverse(c.failures));
+    let primary = causes[0].cause;
     // A name from DNS is the host Istio knows the destination by.
     let host = p
         .dns_name
@@ -294,23 +330,25 @@ fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
         host,
         port: p.destination.port(),
     };
+    let sum = |field: fn(&CauseCount) -> u64| causes.iter().map(field).sum::<u64>();
+    let stale = sum(|c| c.stale_failures);
     Finding {
-        kind: if p.stale > 0 {
+        kind: if stale > 0 {
             FindingKind::StaleConnectionFailures
         } else {
             FindingKind::ConnectionFailures
         },
-        cause: k.cause,
+        cause: primary,
         namespace: k.namespace.clone(),
         pod: k.pod.clone(),
         direction: k.direction,
         peer: k.peer.clone(),
         destination: p.destination,
-        failures: p.failures,
-        stale_failures: p.stale,
-        http_503: p.http_503,
-        first_seen: Some(p.first_seen),
-        last_seen: Some(p.last_seen),
+        failures: sum(|c| c.failures),
+        stale_failures: stale,
+        http_503: sum(|c| c.http_503),
+        first_seen: causes.iter().map(|c| c.first_seen).min(),
+        last_seen: causes.iter().map(|c| c.last_seen).max(),
         evidence: FindingEvidence {
             learned_peer_idle_close: p.learned_peer_idle_close,
             max_idle_before_request: p
@@ -320,8 +358,10 @@ fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
                 .max(),
             ..FindingEvidence::default()
         },
+        causes,
         samples: p.samples.iter().cloned().collect(),
-        remedy: remedy::for_cause(k.cause, &target, p.learned_peer_idle_close),
+        remedy: remedy::for_cause(primary, &target, p.learned_peer_idle_close),
+        notes: Vec::new(),
     }
 }
 
@@ -350,7 +390,9 @@ fn mismatch_finding(m: &Mismatch) -> Finding {
             peer_idle_closes: Some(m.peer_idle_closes),
             ..FindingEvidence::default()
         },
+        causes: Vec::new(),
         samples: Vec::new(),
         remedy: remedy::for_cause(Cause::IdleTimeout, &target, Some(m.peer_idle_close)),
+        notes: Vec::new(),
     }
 }

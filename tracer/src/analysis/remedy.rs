@@ -69,7 +69,8 @@ pub fn idle_timeout_below(peer: Duration) -> Duration {
     Duration::from_millis(((below * 10.0).floor() * 100.0).max(100.0) as u64)
 }
 
-fn format_duration(d: Duration) -> String {
+/// `800ms`, `59s`: how Istio YAML writes a duration.
+pub fn format_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {

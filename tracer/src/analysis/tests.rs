@@ -588,3 +588,74 @@ fn resets_are_counted_with_the_kernels_reason_or_as_the_peers() {
     assert_eq!(reason, "unknown");
     assert_eq!(labels.direction, Direction::Inbound);
 }
+
+#[test]
+fn one_finding_per_pod_and_peer_led_by_its_most_common_cause() {
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.cart_listening();
+    // Two resets with a request in flight (peer_reset), then a refused connect (unknown).
+    for (sock, at) in [(0xa, 3000), (0xb, 5000)] {
+        connect_and_close(
+            &mut lab,
+            sock,
+            reused_then_reset(at - 10, 5, at - 5, at),
+            at,
+        );
+    }
+    let refused = ConnStats {
+        flags: flags::RST_IN | flags::CLOSED,
+        rst_ns: 6000 * MS,
+        closed_ns: 6000 * MS,
+        ..ConnStats::default()
+    };
+    lab.feed_ev(
+        event(EventKind::Close, 0xc, FRONTEND, Role::Client)
+            .at(6000 * MS)
+            .stats(refused),
+        6000 * MS,
+    );
+    lab.tick(7000 * MS);
+    let causes: Vec<Cause> = lab.failures().iter().map(|f| f.cause).collect();
+    assert_eq!(causes, [Cause::PeerReset, Cause::PeerReset, Cause::Unknown]);
+    let findings = lab.analysis.findings(&Scope::default());
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.cause, f.failures, f.stale_failures),
+        (Cause::PeerReset, 3, 2)
+    );
+    let by_cause: Vec<(Cause, u64)> = f.causes.iter().map(|c| (c.cause, c.failures)).collect();
+    assert_eq!(by_cause, [(Cause::PeerReset, 2), (Cause::Unknown, 1)]);
+    assert_eq!(f.first_seen, Some(UNIX_EPOCH + Duration::from_millis(3000)));
+    assert_eq!(f.last_seen, Some(UNIX_EPOCH + Duration::from_millis(6000)));
+    assert!(
+        f.remedy
+            .summary
+            .contains("reset connections with requests in flight")
+    );
+
+    // Another port of the same peer is another destination: its own finding.
+    let mut other_port = event(EventKind::Close, 0xd, FRONTEND, Role::Client)
+        .at(6500 * MS)
+        .between("10.0.0.1:40009", "10.0.0.2:9")
+        .stats(refused);
+    other_port.0.stats.closed_ns = 6500 * MS;
+    lab.feed(other_port.0, 6500 * MS);
+    lab.tick(7500 * MS);
+    let findings = lab.analysis.findings(&Scope::default());
+    assert_eq!(findings.len(), 2);
+    let ports: Vec<u16> = findings.iter().map(|f| f.destination.port()).collect();
+    assert_eq!(ports, [9, 8080]);
+    let f = &findings[1];
+
+    // The finding survives its trip through JSON (what `diagnose` reads).
+    let json = serde_json::to_string(f).unwrap();
+    let back: findings::Finding = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back.causes, &f.causes);
+    assert_eq!(back.samples.len(), 3);
+    assert_eq!(back.samples[0].end, EndReason::ResetReceived);
+    assert_eq!(
+        back.samples[0].evidence.peer_close,
+        failure::PeerClose::Reset
+    );
+}

@@ -1,8 +1,11 @@
 //! Network namespace → pod without Kubernetes (DESIGN.md "Metadata"): a
 //! namespace named under `/run/netns` is a pod of that name (`NAMESPACE.POD`
-//! sets both; no dot means namespace `default`), the host's own namespace is
-//! pod `host`, and any other is `netns-INODE`. Host and unnamed namespaces
-//! have an empty Kubernetes namespace.
+//! sets both; no dot means namespace `default`), and the host's own
+//! namespace is pod `host`. Any other this source cannot name ([`Pods`]
+//! calls it `netns-INODE`). Host and unnamed namespaces have an empty
+//! Kubernetes namespace.
+//!
+//! [`Pods`]: super::Pods
 
 use std::{
     collections::HashMap,

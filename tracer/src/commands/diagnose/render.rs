@@ -65,22 +65,42 @@ fn finding(out: &mut String, number: usize, f: &Finding) {
             time(f.last_seen)
         );
     }
+    if f.causes.len() > 1 {
+        let by_cause: Vec<String> = f
+            .causes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({} reused, {} × 503)",
+                    c.cause.as_str(),
+                    c.failures,
+                    c.stale_failures,
+                    c.http_503
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "    by cause: {}", by_cause.join(", "));
+    }
     if !f.evidence.is_empty() {
         let _ = writeln!(out, "    evidence: {}", f.evidence);
     }
     if let Some(s) = f.samples.last() {
         let _ = writeln!(
             out,
-            "    latest: {} {} {} → {} end={} {}",
+            "    latest: {} {} {} → {} end={} cause={} {}",
             rfc3339(s.time),
             s.comm,
             s.local,
             s.remote,
             s.end.as_str(),
+            s.cause.as_str(),
             s.evidence
         );
     }
     let _ = writeln!(out, "    fix: {}", f.remedy.summary);
+    for note in &f.notes {
+        let _ = writeln!(out, "    note: {note}");
+    }
     for w in &f.remedy.warnings {
         let _ = writeln!(out, "    warning: {w}");
     }
