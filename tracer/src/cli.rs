@@ -145,6 +145,16 @@ pub struct CommonArgs {
     /// Do not attach the DNS answer capture (cgroup_skb ingress program).
     #[arg(long)]
     pub no_dns: bool,
+    /// Name pods from the cluster of this kubeconfig (Kubernetes API).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use the Kubernetes API for pod names (`false`: netns names only)
+    /// [default: on in a cluster or with --kubeconfig].
+    #[arg(long, value_name = "BOOL")]
+    pub kubernetes: Option<bool>,
+    /// This node's name in Kubernetes [default: $NODE_NAME, else the hostname].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 impl CommonArgs {
@@ -168,6 +178,9 @@ impl CommonArgs {
             drain_interval: self.drain_interval,
             http_peek: self.no_http_peek.then_some(false),
             dns: self.no_dns.then_some(false),
+            kubeconfig: self.kubeconfig.clone(),
+            kubernetes: self.kubernetes,
+            node_name: self.node_name.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! probes     the eBPF programs: specs, this kernel's layouts, load, attach, ring buffers
 //! events     kernel records → typed events (wall-clock time, addresses, enums)
 //! conntrack  the connection table: one entry per socket, how each one ended
-//! metadata   network namespace → pod (a PodSource: netns names today)
+//! metadata   network namespace → pod (a PodSource: netns names, or the Kubernetes API)
 //! dns        DNS answers: parsing, per-namespace history
 //! analysis   stages: naming, topology, idle learning, DNS names, failures and
 //!            causes, 503 attribution, findings

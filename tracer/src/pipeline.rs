@@ -78,7 +78,7 @@ impl Pipeline {
         };
         let applied = self.table.apply(&mut event);
         if let Some(tap) = tap {
-            let pod = self.analysis.pod(event.netns);
+            let pod = self.analysis.pod(event.netns, event.process.cgroup_id);
             tap(&event, &applied, &pod);
         }
         self.analysis

@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{netns::PodPair, require_root};
+use support::{
+    apiserver::{ENDPOINT_SLICES, FakeApiServer, PODS, SERVICES, pod, service, slice},
+    netns::PodPair,
+    require_root,
+};
 
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -319,6 +323,315 @@ fn trace_serves_metrics_and_findings_with_listen() {
     // The connecting thread: its own id, in this test process.
     assert_eq!(failure["pid"], std::process::id());
     assert_ne!(failure["tid"], failure["pid"], "{failure}");
+}
+
+/// The daemon with pods named by a (stand-in) Kubernetes API: the test
+/// namespaces hold the pods' IPs; a pod on another node is terminating.
+#[test]
+fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
+    require_root();
+    let pair = PodPair::new();
+    let (client_ip, server_ip) = (pair.client_v4.to_string(), pair.server_v4.to_string());
+    // The ledger pod "on another node": an address the server namespace
+    // answers for (a reset: nothing listens), which only the API names.
+    let ledger_ip = server_ip.rsplit_once('.').unwrap().0.to_owned() + ".50";
+    pair.server
+        .exec(&["addr", "add", &format!("{ledger_ip}/32"), "dev", "lo"]);
+    let token = "daemon-token";
+    let api = FakeApiServer::start(token);
+    api.put(
+        PODS,
+        pod("shop", "frontend-7d9f8-a1", "f1", &client_ip, "node-t", 0),
+    );
+    api.put(
+        PODS,
+        pod("shop", "cart-7d9f8-b1", "c1", &server_ip, "node-t", 0),
+    );
+    let mut ledger = pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0);
+    let deleted = std::time::SystemTime::now() - Duration::from_secs(1);
+    ledger.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::try_from(deleted).unwrap(),
+        ));
+    api.put(PODS, ledger);
+    api.put(SERVICES, service("pay", "ledger", "10.96.7.7"));
+    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, true));
+    let dir = std::env::temp_dir().join(format!("conntracer-k8sd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig, token);
+
+    let addr: SocketAddr = "127.0.0.1:19463".parse().unwrap();
+    let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
+    let _daemon = Serving::start(
+        addr,
+        &["--kubeconfig", &kubeconfig_arg, "--node-name", "node-t"],
+    );
+
+    let listener = pair.server.run("ct-server", {
+        let server = pair.server_v4;
+        move || TcpListener::bind((server, 8080)).unwrap()
+    });
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut req = [0u8; 4];
+        conn.read_exact(&mut req).unwrap();
+        conn.write_all(b"done").unwrap();
+    });
+    let cart = SocketAddr::new(pair.server_v4, 8080);
+    let mut client = pair
+        .client
+        .run("ct-client", move || TcpStream::connect(cart).unwrap());
+    client.write_all(b"ping").unwrap();
+    let mut reply = [0u8; 4];
+    client.read_exact(&mut reply).unwrap();
+    server.join().unwrap();
+    drop(client);
+    let ledger: SocketAddr = format!("{ledger_ip}:8443").parse().unwrap();
+    assert!(
+        pair.client
+            .run("ct-client", move || TcpStream::connect(ledger))
+            .is_err()
+    );
+
+    let body = metrics_with_a_failure(addr, &[("namespace", "shop")]);
+    let opened = metric(
+        &body,
+        "conntracer_connections_opened_total",
+        &[
+            ("namespace", "shop"),
+            ("pod", "frontend-7d9f8-a1"),
+            ("workload", "frontend"),
+            ("role", "client"),
+        ],
+    );
+    assert!(opened >= 1.0, "{body}");
+    assert_eq!(
+        metric(
+            &body,
+            "conntracer_connections_opened_total",
+            &[
+                ("pod", "cart-7d9f8-b1"),
+                ("workload", "cart"),
+                ("role", "server")
+            ],
+        ),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "conntracer_connection_failures_total",
+            &[
+                ("pod", "frontend-7d9f8-a1"),
+                ("peer", "pay/ledger"),
+                ("cause", "pod_terminating"),
+            ],
+        ),
+        1.0,
+        "a terminating pod on another node: {body}"
+    );
+    assert!(body.contains("conntracer_kubernetes_synced 1"), "{body}");
+    assert!(!body.contains("ctTAG"), "no netns names");
+
+    let (code, findings) = get(addr, "/findings?namespace=shop").unwrap();
+    assert_eq!(code, 200);
+    let findings: serde_json::Value = serde_json::from_str(&findings).unwrap();
+    let finding = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["cause"] == "pod_terminating")
+        .unwrap_or_else(|| panic!("{findings}"));
+    assert_eq!(finding["peer"], "pay/ledger");
+    let evidence = &finding["samples"][0]["evidence"];
+    assert!(evidence["peer_terminating_since"].is_string(), "{evidence}");
+    assert!(
+        finding["remedy"]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("host: ledger.pay.svc.cluster.local"),
+        "{finding}"
+    );
+    // diagnose against this daemon, as a user would; both kept as examples.
+    let out = Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args([
+            "diagnose",
+            "--daemon",
+            &addr.to_string(),
+            "--namespace",
+            "shop",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("connection failures — cause: pod_terminating")
+            && report.contains("pod shop/frontend-7d9f8-a1 (outbound) → pay/ledger"),
+        "{report}"
+    );
+    let examples = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-example");
+    std::fs::create_dir_all(&examples).unwrap();
+    std::fs::write(examples.join("metrics.txt"), &body).unwrap();
+    std::fs::write(examples.join("diagnose.txt"), report.as_bytes()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The cgroup v2 hierarchy's mount point.
+fn cgroup2_root() -> std::path::PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(2) == Some(&"cgroup2")).then(|| cols[1].into())
+        })
+        .expect("cgroup v2 mounted")
+}
+
+/// A pod cgroup as kubelet's systemd driver lays it out, removed on drop.
+struct PodCgroup {
+    top: std::path::PathBuf,
+    leaf: std::path::PathBuf,
+}
+
+impl PodCgroup {
+    fn new(uid: &str) -> Self {
+        let top = cgroup2_root().join(format!("ct-test-{}", std::process::id()));
+        let leaf = top.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-0123abcd.scope",
+            uid.replace('-', "_")
+        ));
+        std::fs::create_dir_all(&leaf).unwrap();
+        Self { top, leaf }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        // Leaves first: cgroup directories are removed with rmdir only.
+        let mut dir = self.leaf.clone();
+        while dir.starts_with(&self.top) {
+            let _ = std::fs::remove_dir(&dir);
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+}
+
+/// A hostNetwork pod shares the host's network namespace: its cgroup names it.
+#[test]
+fn host_network_pods_are_named_by_their_cgroup() {
+    require_root();
+    let uid = "1f0c2a4e-5b6d-4e8f-9a0b-1c2d3e4f5a6b";
+    let cgroup = PodCgroup::new(uid);
+    let token = "hn-token";
+    let api = FakeApiServer::start(token);
+    let mut agent = pod(
+        "kube-system",
+        "node-agent-x9",
+        uid,
+        "10.255.0.1",
+        "node-t",
+        0,
+    );
+    agent.metadata.owner_references.as_mut().unwrap()[0].kind = "DaemonSet".into();
+    agent.metadata.owner_references.as_mut().unwrap()[0].name = "node-agent".into();
+    agent.spec.as_mut().unwrap().host_network = Some(true);
+    api.put(PODS, agent);
+    let dir = std::env::temp_dir().join(format!("conntracer-k8sh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig, token);
+    let addr: SocketAddr = "127.0.0.1:19465".parse().unwrap();
+    let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
+    let _daemon = Serving::start(
+        addr,
+        &["--kubeconfig", &kubeconfig_arg, "--node-name", "node-t"],
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "echo $$ > {procs} && exec python3 -c 'import socket,time; s=socket.create_connection((\"127.0.0.1\", {port})); s.sendall(b\"x\"); time.sleep(0.3)'",
+        procs = cgroup.leaf.join("cgroup.procs").display()
+    );
+    let mut agent = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut byte = [0u8; 1];
+    conn.read_exact(&mut byte).unwrap();
+    assert!(agent.wait().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let labels = [
+        ("namespace", "kube-system"),
+        ("pod", "node-agent-x9"),
+        ("workload", "node-agent"),
+        ("role", "client"),
+    ];
+    loop {
+        let (_, body) = get(addr, "/metrics").unwrap();
+        if metric(&body, "conntracer_connections_opened_total", &labels) >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's connection not named:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn not_ready_until_kubernetes_has_synced() {
+    require_root();
+    let api = FakeApiServer::start("t");
+    api.forbid(ENDPOINT_SLICES);
+    let dir = std::env::temp_dir().join(format!("conntracer-k8sr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig, "t");
+    let addr: SocketAddr = "127.0.0.1:19464".parse().unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .args(["daemon", "--listen", &addr.to_string(), "--node-name", "n"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        if let Some(answer) = get(addr, "/readyz") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "daemon not serving");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, body) = get(addr, "/readyz").unwrap_or(answer);
+    let (_, metrics) = get(addr, "/metrics").unwrap();
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("waiting for the first sync with the Kubernetes API"),
+        "{body}"
+    );
+    assert!(
+        metrics.contains("conntracer_kubernetes_synced 0"),
+        "{metrics}"
+    );
+    assert!(
+        stderr.contains("cannot list resource \"endpointslices\""),
+        "the 403 is logged with the permission it lacks: {stderr}"
+    );
 }
 
 fn daemon_error(args: &[&str]) -> String {

@@ -1,7 +1,8 @@
 //! The cause of a failure: exactly one, by a fixed precedence.
 //!
 //! 1. `pod_terminating` — the destination's listener (in its pod on this
-//!    node, or the app behind the sidecar in the same pod) had closed, within
+//!    node, or the app behind the sidecar in the same pod) had closed, or the
+//!    cluster says the destination pod is terminating (on any node), within
 //!    the termination window before the failure;
 //! 2. `app_not_listening` — a connect refused to a port in the same pod with
 //!    no listener on that address (e.g. the app binds 127.0.0.1 only) and no
@@ -58,6 +59,9 @@ pub struct Facts {
     pub same_pod: bool,
     /// The destination's listener closed this long before the failure (within the window).
     pub listener_closed_before: Option<std::time::Duration>,
+    /// The cluster says the destination pod began terminating this long
+    /// before the failure (within the window; on any node).
+    pub peer_terminating_before: Option<std::time::Duration>,
     /// Something listens on the port, but not on the address connected to.
     pub listener_other_address_only: bool,
     pub dns_stale: bool,
@@ -70,7 +74,7 @@ pub struct Facts {
 }
 
 pub fn decide(f: &Facts) -> Cause {
-    if f.listener_closed_before.is_some() {
+    if f.listener_closed_before.is_some() || f.peer_terminating_before.is_some() {
         return Cause::PodTerminating;
     }
     if f.connect_refused && f.same_pod {

@@ -1,6 +1,7 @@
 //! Gathering the facts a failure's cause is decided on, and the evidence
 //! kept with it, from what the other stages know: the destination's
-//! listener (termination window, settle), the DNS name behind the address,
+//! listener (termination window, settle), the cluster's word that the
+//! destination pod is terminating, the DNS name behind the address,
 //! the peer's learned idle-close time, and the connection's own timeline
 //! (FIN before our send).
 
@@ -17,7 +18,9 @@ use super::{
 };
 use crate::{
     conntrack::{Connection, EndReason},
+    events::Clock,
     kernel::reset_reasons::ResetReasons,
+    metadata::Pods,
 };
 
 /// What the stages know, borrowed for one decision.
@@ -26,6 +29,9 @@ pub struct Sources<'a> {
     pub idle: &'a IdleLearner,
     pub dns: &'a DnsNames,
     pub reset_reasons: &'a ResetReasons,
+    /// What the cluster says about remote addresses (termination anywhere).
+    pub pods: &'a Pods,
+    pub clock: Clock,
     /// A listener closed this recently before the failure means termination.
     pub termination_window: Duration,
     /// A listener may close this long after the connections it drains.
@@ -60,6 +66,18 @@ pub fn gather(
         }
         _ => None,
     };
+    // The cluster may know the destination pod is terminating, wherever it runs.
+    let failed_at = src.clock.wall(at_ns);
+    let (peer_terminating_since, peer_terminating_before) =
+        match src.pods.peer(conn.remote.ip()).and_then(|p| p.terminating) {
+            Some(t) => {
+                let since = t.since.unwrap_or(failed_at);
+                let before = failed_at.duration_since(since).unwrap_or(Duration::ZERO);
+                let in_window = since <= failed_at + src.settle && before <= src.termination_window;
+                (t.since, in_window.then_some(before))
+            }
+            None => (None, None),
+        };
     let listener_only_on = match listener {
         ListenerView::OtherAddressOnly(addrs) => addrs,
         _ => Vec::new(),
@@ -72,6 +90,7 @@ pub fn gather(
         reset_received: end == EndReason::ResetReceived,
         same_pod: dest_netns == Some(conn.netns),
         listener_closed_before,
+        peer_terminating_before,
         listener_other_address_only: !listener_only_on.is_empty(),
         dns_stale: staleness.is_some(),
         reused,
@@ -99,6 +118,9 @@ pub fn gather(
         reset_sent_reason: (s.flags & flags::RST_REASON != 0)
             .then(|| src.reset_reasons.name(s.rst_reason)),
         listener_closed_before,
+        peer_terminating_since: peer_terminating_since
+            .filter(|_| peer_terminating_before.is_some()),
+        peer_terminating_before,
         listener_only_on,
         dns: staleness.map(|st| DnsEvidence {
             name: st.name,

@@ -83,6 +83,21 @@ pub struct Evidence {
         skip_serializing_if = "Option::is_none"
     )]
     pub listener_closed_before: Option<Duration>,
+    /// The cluster marked the destination pod terminating: its deletion time
+    /// (when known) and how long before the failure that was.
+    #[serde(
+        with = "crate::units::serde_rfc3339_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub peer_terminating_since: Option<SystemTime>,
+    #[serde(
+        rename = "peer_terminating_before_ms",
+        with = "serde_ms_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub peer_terminating_before: Option<Duration>,
     /// The destination's port is listened on, but only on these addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listener_only_on: Vec<SocketAddr>,
@@ -96,44 +111,55 @@ pub struct Evidence {
 }
 
 impl std::fmt::Display for Evidence {
-    /// `key=value` pairs, the way `diagnose` prints them.
+    /// `key=value` pairs in key order, the way `diagnose` prints them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::units::ms;
-        let mut pairs: Vec<String> = vec![format!("connection_age_ms={}", ms(self.connection_age))];
+        use crate::units::{ms, rfc3339};
+        let mut pairs: Vec<(&str, String)> = vec![
+            ("connection_age_ms", ms(self.connection_age).to_string()),
+            ("peer_close", self.peer_close.as_str().to_owned()),
+            (
+                "peer_closed_before_request",
+                self.peer_closed_before_request.to_string(),
+            ),
+            ("requests", self.requests.to_string()),
+        ];
         if let Some(dns) = &self.dns {
-            pairs.push(format!(
-                "dns={} ({} → {}, {}ms before{})",
-                dns.name,
-                join(&dns.old_answer),
-                join(&dns.new_answer),
-                ms(dns.changed_before_failure),
-                if dns.ttl_expired { ", ttl expired" } else { "" }
+            pairs.push((
+                "dns",
+                format!(
+                    "{} ({} → {}, {}ms before{})",
+                    dns.name,
+                    join(&dns.old_answer),
+                    join(&dns.new_answer),
+                    ms(dns.changed_before_failure),
+                    if dns.ttl_expired { ", ttl expired" } else { "" }
+                ),
             ));
         }
-        let optional = [
+        let durations = [
             ("idle_before_request_ms", self.idle_before_request),
             ("last_send_to_peer_close_ms", self.last_send_to_peer_close),
             ("learned_peer_idle_close_ms", self.learned_peer_idle_close),
             ("listener_closed_before_ms", self.listener_closed_before),
+            ("peer_terminating_before_ms", self.peer_terminating_before),
         ];
-        for (key, value) in optional {
+        for (key, value) in durations {
             if let Some(v) = value {
-                pairs.push(format!("{key}={}", ms(v)));
+                pairs.push((key, ms(v).to_string()));
             }
         }
         if !self.listener_only_on.is_empty() {
-            pairs.push(format!("listener_only_on={}", join(&self.listener_only_on)));
+            pairs.push(("listener_only_on", join(&self.listener_only_on)));
         }
-        pairs.push(format!("peer_close={}", self.peer_close.as_str()));
-        pairs.push(format!(
-            "peer_closed_before_request={}",
-            self.peer_closed_before_request
-        ));
-        pairs.push(format!("requests={}", self.requests));
+        if let Some(since) = self.peer_terminating_since {
+            pairs.push(("peer_terminating_since", rfc3339(since)));
+        }
         if let Some(reason) = &self.reset_sent_reason {
-            pairs.push(format!("reset_sent_reason={reason}"));
+            pairs.push(("reset_sent_reason", reason.clone()));
         }
-        f.write_str(&pairs.join(" "))
+        pairs.sort_by_key(|(key, _)| *key);
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&text.join(" "))
     }
 }
 
@@ -173,6 +199,9 @@ pub struct Failure {
     pub direction: Direction,
     /// The destination as metrics label it (bounded: `other` past the cap).
     pub peer: String,
+    /// The Service host the cluster knows the destination by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_host: Option<String>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// How the connection ended.

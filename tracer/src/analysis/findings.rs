@@ -40,6 +40,8 @@ struct Pattern {
     learned_peer_idle_close: Option<Duration>,
     /// The DNS name behind the destination, when one was seen.
     dns_name: Option<String>,
+    /// The Service host the cluster knows it by.
+    service_host: Option<String>,
     samples: VecDeque<Failure>,
 }
 
@@ -230,6 +232,7 @@ impl Findings {
             by_cause: BTreeMap::new(),
             learned_peer_idle_close: None,
             dns_name: None,
+            service_host: None,
             samples: VecDeque::new(),
         });
         let count = p.by_cause.entry(f.cause).or_insert(CauseCount {
@@ -245,6 +248,9 @@ impl Findings {
         count.last_seen = f.time;
         if let Some(dns) = &f.evidence.dns {
             p.dns_name = Some(dns.name.clone());
+        }
+        if f.peer_host.is_some() {
+            p.service_host = f.peer_host.clone();
         }
         p.destination = f.remote;
         if learned.is_some() {
@@ -320,10 +326,12 @@ fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
     // Most failures first; equal counts in the precedence order (the map's).
     causes.sort_by_key(|c| std::cmp::Reverse(c.failures));
     let primary = causes[0].cause;
-    // A name from DNS is the host Istio knows the destination by.
+    // The Service host from the cluster, or a name from DNS, is the host
+    // Istio knows the destination by; without either, a guess from the peer.
     let host = p
-        .dns_name
+        .service_host
         .clone()
+        .or_else(|| p.dns_name.clone())
         .unwrap_or_else(|| host_of(&k.peer, &k.namespace, p.destination));
     let target = Target {
         namespace: k.namespace.clone(),

@@ -137,9 +137,10 @@ impl Analysis {
         &self.reset_reasons
     }
 
-    /// The pod that owns `netns` (asked of the pod source once per namespace).
-    pub fn pod(&mut self, netns: u32) -> PodName {
-        self.naming.pod(netns)
+    /// The pod of a socket in `netns` owned by a process in `cgroup_id`
+    /// (asked of the pod source once per namespace, and per host-network cgroup).
+    pub fn pod(&mut self, netns: u32, cgroup_id: u64) -> PodName {
+        self.naming.pod(netns, cgroup_id)
     }
 
     /// One event, after the connection table applied it; `now_ns` is when
@@ -160,7 +161,7 @@ impl Analysis {
                     self.dns
                         .connected(*id, ev.netns, ev.remote.ip(), ev.stats.start_ns.max(1));
                 }
-                let labels = self.labels(ev.netns, ev.role, ev.remote);
+                let labels = self.labels((ev.netns, ev.process.cgroup_id), ev.role, ev.remote);
                 out.push(Observation::Opened {
                     labels,
                     role: ev.role,
@@ -172,7 +173,7 @@ impl Analysis {
                     .then(|| Duration::from_nanos(ev.stats.last_reuse_idle_ns))
                 {
                     self.idle.reuse((ev.netns, ev.remote), idle);
-                    let labels = self.labels(ev.netns, ev.role, ev.remote);
+                    let labels = self.labels((ev.netns, ev.process.cgroup_id), ev.role, ev.remote);
                     out.push(Observation::Reuse { labels, idle });
                 }
             }
@@ -203,7 +204,7 @@ impl Analysis {
             // Even a refusal tells us who owns the address.
             self.topology.own(ev.netns, ev.local.ip());
         }
-        let labels = self.labels(ev.netns, ev.role, ev.remote);
+        let labels = self.labels((ev.netns, ev.process.cgroup_id), ev.role, ev.remote);
         let reason = match reset.side {
             ResetSide::Sent => reset
                 .reason
@@ -221,7 +222,7 @@ impl Analysis {
         if conn.local.port() != 0 {
             self.topology.own(conn.netns, conn.local.ip());
         }
-        let labels = self.labels(conn.netns, conn.role, conn.remote);
+        let labels = self.labels((conn.netns, conn.process.cgroup_id), conn.role, conn.remote);
         // A FIN right after a response is the protocol (`Connection: close`), not an idle timeout.
         let peer_idle_close = conn
             .idle_at_peer_close()
@@ -247,7 +248,7 @@ impl Analysis {
         out: &mut Vec<Observation>,
     ) {
         let changed = self.dns.answer(netns, &answer, at_ns);
-        let pod = self.naming.pod(netns);
+        let pod = self.naming.pod(netns, 0);
         let name_label = self.naming.dns_name(netns, &answer.name);
         out.push(Observation::Dns(Box::new(DnsSeen {
             time: self.clock.wall(at_ns),
@@ -273,7 +274,7 @@ impl Analysis {
         let mut settled = Vec::new();
         self.attribution.settle(now_ns, &mut settled);
         for a in settled {
-            let pod = self.naming.pod(a.netns);
+            let pod = self.naming.pod(a.netns, 0);
             if let Some(cause) = a.cause {
                 self.findings.http_503(&pod.namespace, &pod.pod, cause);
             }
@@ -294,11 +295,13 @@ impl Analysis {
             idle: &self.idle,
             dns: &self.dns,
             reset_reasons: &self.reset_reasons,
+            pods: &self.naming.pods,
+            clock: self.clock,
             termination_window: self.config.termination_window,
             settle: self.config.settle,
         };
         let (facts, evidence) = facts::gather(conn, at_ns, dns_name, &sources);
-        let labels = self.labels(conn.netns, conn.role, conn.remote);
+        let labels = self.labels((conn.netns, conn.process.cgroup_id), conn.role, conn.remote);
         Failure {
             time: self.clock.wall(at_ns),
             at_ns,
@@ -315,6 +318,11 @@ impl Analysis {
                 .is_proxy(conn.process.uid, &conn.process.comm),
             direction: labels.direction,
             peer: labels.peer,
+            peer_host: self
+                .naming
+                .pods
+                .peer(conn.remote.ip())
+                .and_then(|p| p.service_host),
             local: conn.local,
             remote: conn.remote,
             end: conn.end.unwrap_or(EndReason::LocalClose),
@@ -324,8 +332,9 @@ impl Analysis {
         }
     }
 
-    fn labels(&mut self, netns: u32, role: Role, remote: std::net::SocketAddr) -> Labels {
-        self.naming.labels(&self.topology, netns, role, remote)
+    /// Labels of a socket owned by `(netns, cgroup_id)`.
+    fn labels(&mut self, owner: (u32, u64), role: Role, remote: std::net::SocketAddr) -> Labels {
+        self.naming.labels(&self.topology, owner, role, remote)
     }
 
     /// Destinations whose peer closes idle connections the local side keeps pooled.
@@ -333,9 +342,9 @@ impl Analysis {
         self.idle
             .iter()
             .filter_map(|(&(netns, remote), d)| {
-                let labels = self
-                    .naming
-                    .peek_labels(&self.topology, netns, Role::Client, remote);
+                let labels =
+                    self.naming
+                        .peek_labels(&self.topology, (netns, 0), Role::Client, remote);
                 Some(Mismatch {
                     namespace: labels.namespace,
                     pod: labels.pod,
@@ -374,31 +383,56 @@ impl Analysis {
             {
                 let label = self.naming.peek_dns_name(conn.netns, name);
                 *counts
-                    .entry((self.naming.pods.peek(conn.netns), label))
+                    .entry((
+                        self.naming
+                            .pods
+                            .peek_owned(conn.netns, conn.process.cgroup_id),
+                        label,
+                    ))
                     .or_insert(0) += 1;
             }
         }
         counts
     }
 
-    /// Open client connections whose destination's listener has closed, per pod.
+    /// Open client connections whose destination is terminating, per pod:
+    /// its listener on this node has closed, or the cluster says its pod is
+    /// terminating (on any node).
     pub fn open_to_terminating<'a>(
         &self,
         open: impl Iterator<Item = &'a Connection>,
     ) -> HashMap<PodName, u64> {
         let mut counts = HashMap::new();
         for conn in open.filter(|c| c.role == Role::Client) {
-            let Some(dest_netns) = self.topology.netns_of(conn.netns, conn.remote.ip()) else {
-                continue;
-            };
-            if matches!(
-                self.topology.listener(dest_netns, conn.remote),
-                ListenerView::Closed { .. }
-            ) {
-                *counts.entry(self.naming.pods.peek(conn.netns)).or_insert(0) += 1;
+            let listener_closed = self
+                .topology
+                .netns_of(conn.netns, conn.remote.ip())
+                .is_some_and(|dest| {
+                    matches!(
+                        self.topology.listener(dest, conn.remote),
+                        ListenerView::Closed { .. }
+                    )
+                });
+            let terminating = listener_closed
+                || self
+                    .naming
+                    .pods
+                    .peer(conn.remote.ip())
+                    .is_some_and(|p| p.terminating.is_some());
+            if terminating {
+                let pod = self
+                    .naming
+                    .pods
+                    .peek_owned(conn.netns, conn.process.cgroup_id);
+                *counts.entry(pod).or_insert(0) += 1;
             }
         }
         counts
+    }
+
+    /// Observations counted under the label `other`: (peers, DNS names).
+    pub fn label_overflows(&self) -> (u64, u64) {
+        self.naming.overflows()
     }
 
     /// Failures waiting to settle (none once a session has wound down).

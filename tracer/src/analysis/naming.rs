@@ -1,8 +1,9 @@
 //! Naming what a connection is counted under: its pod (from the pod
 //! source, once per namespace), its direction, and a bounded `peer` label —
-//! the destination's pod when it is on this node, else `port-N` (addresses
-//! only when asked for), at most `cap` distinct peers per pod, the rest
-//! `other`. DNS names as label values are bounded the same way.
+//! what the cluster says the address is (its Service, or its pod's
+//! `namespace/workload`, on any node), else the destination's pod when it
+//! is on this node, else `port-N` (addresses only when asked for); at most
+//! `cap` distinct peers per pod, the rest `other`. DNS names as label values are bounded the same way.
 //!
 //! Metric observations admit new label values; reports (findings, gauges)
 //! only [`peek`](Naming::peek_labels), so reading never spends a slot.
@@ -27,6 +28,8 @@ pub const OVERFLOW: &str = "other";
 pub struct Labels {
     pub namespace: String,
     pub pod: String,
+    /// The pod's workload, where a cluster names it.
+    pub workload: Option<String>,
     pub direction: Direction,
     pub peer: String,
 }
@@ -36,6 +39,8 @@ pub struct Labels {
 pub struct BoundedLabels {
     cap: usize,
     seen: HashMap<u32, HashSet<String>>,
+    /// Observations counted under `other` because their pod was at the cap.
+    pub overflowed: u64,
 }
 
 impl BoundedLabels {
@@ -43,6 +48,7 @@ impl BoundedLabels {
         Self {
             cap,
             seen: HashMap::new(),
+            overflowed: 0,
         }
     }
 
@@ -53,6 +59,7 @@ impl BoundedLabels {
             return candidate;
         }
         if seen.len() >= self.cap {
+            self.overflowed += 1;
             return OVERFLOW.to_owned();
         }
         seen.insert(candidate.clone());
@@ -94,9 +101,10 @@ impl Naming {
         }
     }
 
-    /// The pod of `netns`.
-    pub fn pod(&mut self, netns: u32) -> PodName {
-        self.pods.get(netns)
+    /// The pod of a socket in `netns` owned by a process in `cgroup_id`
+    /// (0: unknown), which names hostNetwork pods in the host's namespace.
+    pub fn pod(&mut self, netns: u32, cgroup_id: u64) -> PodName {
+        self.pods.get_owned(netns, cgroup_id)
     }
 
     /// Labels for a connection of `netns` with `role` to `remote`, admitting
@@ -104,17 +112,18 @@ impl Naming {
     pub fn labels(
         &mut self,
         topology: &Topology,
-        netns: u32,
+        (netns, cgroup_id): (u32, u64),
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.get(netns);
+        let pod = self.pods.get_owned(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let dest_pod = dest_netns.map(|n| self.pods.get(n));
         let candidate = self.peer_candidate(dest_pod, role, remote);
         Labels {
             namespace: pod.namespace,
             pod: pod.pod,
+            workload: pod.workload,
             direction: self.direction(dest_netns, netns, role, remote),
             peer: self.peers.admit(netns, candidate),
         }
@@ -124,19 +133,25 @@ impl Naming {
     pub fn peek_labels(
         &self,
         topology: &Topology,
-        netns: u32,
+        (netns, cgroup_id): (u32, u64),
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.peek(netns);
+        let pod = self.pods.peek_owned(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let candidate = self.peer_candidate(dest_netns.map(|n| self.pods.peek(n)), role, remote);
         Labels {
             namespace: pod.namespace,
             pod: pod.pod,
+            workload: pod.workload,
             direction: self.direction(dest_netns, netns, role, remote),
             peer: self.peers.peek(netns, candidate),
         }
+    }
+
+    /// Observations labelled `other` so far: (peers, DNS names).
+    pub fn overflows(&self) -> (u64, u64) {
+        (self.peers.overflowed, self.dns_names.overflowed)
     }
 
     /// The bounded label for a DNS name asked in `netns`.
@@ -159,11 +174,22 @@ impl Naming {
             .classify(role, remote.ip(), dest_netns == Some(netns))
     }
 
+    /// What the cluster says the address is (its Service, or its pod's
+    /// `namespace/workload` on any node), else the destination's pod on this
+    /// node (`namespace/pod` from netns names), else its port.
     fn peer_candidate(&self, dest_pod: Option<PodName>, role: Role, remote: SocketAddr) -> String {
-        match dest_pod {
-            Some(pod) if role == Role::Client => pod.qualified(),
+        if role == Role::Client {
+            // The cluster's name for an address wins over what this node saw.
+            if let Some(peer) = self.pods.peer(remote.ip()) {
+                return peer.label;
+            }
+            if let Some(pod) = dest_pod {
+                return pod.as_peer();
+            }
+        }
+        match role {
             _ if self.peer_addresses => remote.to_string(),
-            _ if role == Role::Server => "downstream".to_owned(),
+            Role::Server => "downstream".to_owned(),
             _ => format!("port-{}", remote.port()),
         }
     }
@@ -187,6 +213,7 @@ mod tests {
         assert_eq!(p.admit(1, "b".into()), "b");
         assert_eq!(p.peek(1, "c".into()), OVERFLOW);
         assert_eq!(p.admit(1, "c".into()), OVERFLOW);
+        assert_eq!(p.overflowed, 1, "counted");
         assert_eq!(p.admit(1, "a".into()), "a");
         assert_eq!(p.admit(2, "c".into()), "c");
     }
@@ -198,6 +225,7 @@ mod tests {
             Some(PodName {
                 namespace: "shop".into(),
                 pod: format!("pod{netns}"),
+                workload: None,
             })
         }
     }
@@ -213,7 +241,7 @@ mod tests {
         let mut topology = Topology::default();
         topology.own(2, "10.0.0.2".parse().unwrap());
         let cart = "10.0.0.2:8080".parse().unwrap();
-        let l = naming.labels(&topology, 1, Role::Client, cart);
+        let l = naming.labels(&topology, (1, 0), Role::Client, cart);
         assert_eq!(
             (l.namespace.as_str(), l.pod.as_str(), l.peer.as_str()),
             ("shop", "pod1", "shop/pod2")
@@ -221,14 +249,19 @@ mod tests {
         assert_eq!(l.direction, Direction::Outbound);
         let elsewhere = "10.9.9.9:443".parse().unwrap();
         // Peeking at a second peer past the cap of 1 says `other`, and changes nothing.
-        let peeked = naming.peek_labels(&topology, 1, Role::Client, elsewhere);
+        let peeked = naming.peek_labels(&topology, (1, 0), Role::Client, elsewhere);
         assert_eq!(peeked.peer, OVERFLOW);
-        let server = naming.labels(&topology, 2, Role::Server, "10.0.0.1:5555".parse().unwrap());
+        let server = naming.labels(
+            &topology,
+            (2, 0),
+            Role::Server,
+            "10.0.0.1:5555".parse().unwrap(),
+        );
         assert_eq!(
             (server.peer.as_str(), server.direction),
             ("downstream", Direction::Inbound)
         );
-        let fresh = naming.peek_labels(&topology, 3, Role::Client, elsewhere);
+        let fresh = naming.peek_labels(&topology, (3, 0), Role::Client, elsewhere);
         assert_eq!(fresh.peer, "port-443");
         assert_eq!(fresh.pod, "netns-3", "peek does not ask the pod source");
     }

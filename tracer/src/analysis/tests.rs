@@ -29,10 +29,24 @@ const FRONTEND: u32 = 1;
 const CART: u32 = 2;
 const PROXY_PID: u32 = 100;
 
-/// netns N is pod `podN` in namespace `lab`; 1 and 2 have names.
+/// netns N is pod `podN` in namespace `lab`; 1 and 2 have names. The
+/// cluster knows 10.0.9.9, on another node: workload `pay/ledger` behind the
+/// Service `ledger`, terminating since 1 s (wall clock = monotonic here).
 struct LabPods;
 
+const LEDGER: &str = "10.0.9.9";
+
 impl PodSource for LabPods {
+    fn peer(&self, ip: std::net::IpAddr) -> Option<crate::metadata::Peer> {
+        (ip.to_string() == LEDGER).then(|| crate::metadata::Peer {
+            label: "pay/ledger".into(),
+            service_host: Some("ledger.pay.svc.cluster.local".into()),
+            terminating: Some(crate::metadata::Termination {
+                since: Some(UNIX_EPOCH + Duration::from_secs(1)),
+            }),
+        })
+    }
+
     fn lookup(&mut self, netns: u32) -> Option<PodName> {
         let pod = match netns {
             FRONTEND => "frontend".to_owned(),
@@ -42,6 +56,7 @@ impl PodSource for LabPods {
         Some(PodName {
             namespace: "lab".into(),
             pod,
+            workload: None,
         })
     }
 }
@@ -366,6 +381,7 @@ fn a_connection_to_an_address_its_name_moved_away_from_is_dns_stale() {
     let frontend = PodName {
         namespace: "lab".into(),
         pod: "frontend".into(),
+        workload: None,
     };
     assert_eq!(stale.get(&(frontend, "api.example".to_owned())), Some(&1));
     let changed: Vec<bool> = lab
@@ -657,5 +673,51 @@ fn one_finding_per_pod_and_peer_led_by_its_most_common_cause() {
     assert_eq!(
         back.samples[0].evidence.peer_close,
         failure::PeerClose::Reset
+    );
+}
+
+#[test]
+fn a_peer_the_cluster_says_is_terminating_is_pod_terminating_on_any_node() {
+    let mut lab = Lab::new(AnalysisConfig::default());
+    let mut connect = event(EventKind::Connect, 0xa, FRONTEND, Role::Client)
+        .at(10 * MS)
+        .between("10.0.0.1:40000", "10.0.9.9:8443")
+        .stats(established(10));
+    connect.0.process.uid = 0;
+    lab.feed(connect.0, 10 * MS);
+    let opened = lab.seen.iter().find_map(|o| match o {
+        Observation::Opened { labels, .. } => Some(labels.peer.clone()),
+        _ => None,
+    });
+    assert_eq!(opened.as_deref(), Some("pay/ledger"), "the cluster's name");
+    let terminating = lab.analysis.open_to_terminating(lab.table.iter());
+    assert_eq!(terminating.values().sum::<u64>(), 1);
+    lab.feed_ev(
+        event(EventKind::Close, 0xa, FRONTEND, Role::Client)
+            .at(3000 * MS)
+            .between("10.0.0.1:40000", "10.0.9.9:8443")
+            .stats(reused_then_reset(2990, 5, 2992, 2995)),
+        3000 * MS,
+    );
+    lab.tick(3300 * MS);
+    let f = lab.failures()[0];
+    assert_eq!(f.cause, Cause::PodTerminating);
+    assert_eq!(
+        f.evidence.peer_terminating_since,
+        Some(UNIX_EPOCH + Duration::from_secs(1))
+    );
+    assert_eq!(
+        f.evidence.peer_terminating_before,
+        Some(Duration::from_millis(1995))
+    );
+    assert_eq!(f.peer_host.as_deref(), Some("ledger.pay.svc.cluster.local"));
+    let findings = lab.analysis.findings(&Scope::default());
+    assert!(
+        findings[0]
+            .remedy
+            .yaml
+            .contains("host: ledger.pay.svc.cluster.local"),
+        "{}",
+        findings[0].remedy.yaml
     );
 }

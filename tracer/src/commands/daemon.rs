@@ -2,7 +2,7 @@
 //! connection on the node and serves metrics, health and findings until
 //! SIGTERM.
 
-use super::{bind, pods, resolve, serve};
+use super::{bind, identity, resolve, serve};
 use crate::{
     cli::DaemonArgs,
     session::{Session, Until},
@@ -12,7 +12,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let config = resolve(&args.common, DaemonArgs::mode_defaults())?;
     let address = config.listen.expect("the daemon always listens");
     let listener = bind(address).await?;
-    let mut session = Session::start(&config, pods())?;
+    let identity = identity(&config).await?;
+    let mut session = Session::start(&config, identity.pods)?;
+    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
     let served = serve(&mut session, listener)?;
     tracing::info!(
         "conntracer daemon: {}; serving http://{}/metrics",

@@ -6,16 +6,25 @@ pub mod daemon;
 pub mod diagnose;
 pub mod trace;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
 
 use anyhow::Context as _;
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::watch,
+    task::{JoinHandle, JoinSet},
+};
 
 use crate::{
     cli::CommonArgs,
-    config::{Config, Settings},
+    config::{Config, Environment, Identity, Settings},
     kernel,
-    metadata::{NetnsNames, Pods},
+    metadata::{
+        NetnsNames, Pods,
+        kubernetes::{self, ClusterState, KubernetesPods},
+    },
     output::{
         http::{self, Endpoints},
         metrics::{Metrics, MetricsOutput, ProbeLabels},
@@ -29,12 +38,36 @@ pub fn resolve(common: &CommonArgs, mode_defaults: Settings) -> anyhow::Result<C
         common.settings(),
         common.config.as_deref(),
         mode_defaults,
+        &Environment::read(),
     )?)
 }
 
-/// Pods as the netns names under `/run/netns` say (no Kubernetes).
-pub fn pods() -> Pods {
-    Pods::new(Box::new(NetnsNames::new()))
+/// Where the session's pod names come from, and what keeps them current.
+pub struct PodIdentity {
+    pub pods: Pods,
+    /// The cluster picture and its watchers (they stop when this is dropped).
+    pub kubernetes: Option<(Arc<RwLock<ClusterState>>, JoinSet<()>)>,
+}
+
+/// Pods named by the configured source: netns names, or the Kubernetes API
+/// (watchers started here; their first sync is awaited by `/readyz`).
+pub async fn identity(config: &Config) -> anyhow::Result<PodIdentity> {
+    match &config.identity {
+        Identity::NetnsNames => Ok(PodIdentity {
+            pods: Pods::new(Box::new(NetnsNames::new())),
+            kubernetes: None,
+        }),
+        Identity::Kubernetes { kubeconfig, node } => {
+            let client = kubernetes::watch::client(kubeconfig.as_deref()).await?;
+            let cluster = Arc::new(RwLock::new(ClusterState::default()));
+            let watchers = kubernetes::watch::spawn(client, cluster.clone());
+            tracing::info!("pods named from the Kubernetes API (node {node})");
+            Ok(PodIdentity {
+                pods: Pods::new(Box::new(KubernetesPods::new(cluster.clone(), node.clone()))),
+                kubernetes: Some((cluster, watchers)),
+            })
+        }
+    }
 }
 
 /// A running HTTP server; `stop` ends it gracefully.
@@ -60,7 +93,11 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener
 
 /// Plugs the metrics into `session` and serves them, health and findings.
 pub fn serve(session: &mut Session, listener: tokio::net::TcpListener) -> anyhow::Result<Served> {
-    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), &kernel::release()));
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        &kernel::release(),
+        session.health.kubernetes.is_some(),
+    ));
     for (probe, _) in &session.tracer().probes.failed {
         metrics
             .probe_attach_failures
@@ -69,7 +106,10 @@ pub fn serve(session: &mut Session, listener: tokio::net::TcpListener) -> anyhow
             })
             .inc();
     }
-    session.add_output(MetricsOutput::new(metrics.clone()));
+    session.add_output(MetricsOutput::new(
+        metrics.clone(),
+        session.health.kubernetes.clone(),
+    ));
     let endpoints = Endpoints {
         metrics,
         health: session.health.clone(),

@@ -3,7 +3,7 @@
 
 use tracer_common::counters::Counter;
 
-use super::{bind, pods, resolve, serve};
+use super::{bind, identity, resolve, serve};
 use crate::{
     cli::TraceArgs,
     config::Settings,
@@ -17,7 +17,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         Some(address) => Some(bind(address).await?),
         None => None,
     };
-    let mut session = Session::start(&config, pods())?;
+    let identity = identity(&config).await?;
+    let mut session = Session::start(&config, identity.pods)?;
+    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
     eprintln!(
         "conntracer: tracing TCP connections in every network namespace: {}; Ctrl-C to stop",
         session.tracer().probes.attached_summary()

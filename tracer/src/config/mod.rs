@@ -3,7 +3,11 @@
 //! plain host). Flags and the file are the same [`Settings`], so every key
 //! has a flag and every flag a key; a bad value is an error naming both.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -39,6 +43,13 @@ pub struct Settings {
     pub drain_interval: Option<Duration>,
     pub http_peek: Option<bool>,
     pub dns: Option<bool>,
+    /// Name pods from this kubeconfig's cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Use Kubernetes metadata: `true` requires it, `false` turns it off
+    /// [default: on inside a cluster or with a kubeconfig].
+    pub kubernetes: Option<bool>,
+    /// This node's name, as Kubernetes knows it [default: `$NODE_NAME`, else the hostname].
+    pub node_name: Option<String>,
 }
 
 impl Settings {
@@ -59,6 +70,9 @@ impl Settings {
             drain_interval: self.drain_interval.or(lower.drain_interval),
             http_peek: self.http_peek.or(lower.http_peek),
             dns: self.dns.or(lower.dns),
+            kubeconfig: self.kubeconfig.or(lower.kubeconfig),
+            kubernetes: self.kubernetes.or(lower.kubernetes),
+            node_name: self.node_name.or(lower.node_name),
         }
     }
 }
@@ -89,6 +103,18 @@ fn invalid(flag: &'static str, key: &'static str, problem: impl Into<String>) ->
     }
 }
 
+/// Where pod names come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Network namespace names under `/run/netns` (no cluster).
+    NetnsNames,
+    /// The Kubernetes API: in-cluster service account, or this kubeconfig.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        node: String,
+    },
+}
+
 /// Everything a session needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -96,11 +122,41 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub analysis: AnalysisConfig,
     pub probes: LoadOptions,
+    pub identity: Identity,
+}
+
+/// What the environment says about Kubernetes (read once, passed in so that
+/// resolving stays a pure function).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `KUBERNETES_SERVICE_HOST` is set: running in a pod.
+    pub in_cluster: bool,
+    /// `$NODE_NAME` (the DaemonSet sets it from the downward API).
+    pub node_name: Option<String>,
+    pub hostname: String,
+}
+
+impl Environment {
+    pub fn read() -> Self {
+        Self {
+            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            node_name: std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self::resolve(Settings::default(), None, Settings::default()).expect("defaults are valid")
+        Self::resolve(
+            Settings::default(),
+            None,
+            Settings::default(),
+            &Environment::default(),
+        )
+        .expect("defaults are valid")
     }
 }
 
@@ -111,6 +167,7 @@ impl Config {
         flags: Settings,
         file: Option<&Path>,
         mode_defaults: Settings,
+        env: &Environment,
     ) -> Result<Self, ConfigError> {
         let from_file = match file {
             Some(path) => read_file(path)?,
@@ -161,7 +218,30 @@ impl Config {
                 "must be longer than zero",
             ));
         }
+        let wanted = s
+            .kubernetes
+            .unwrap_or(env.in_cluster || s.kubeconfig.is_some());
+        let identity = if wanted {
+            let node = s
+                .node_name
+                .or_else(|| env.node_name.clone())
+                .unwrap_or_else(|| env.hostname.clone());
+            if node.is_empty() {
+                return Err(invalid(
+                    "--node-name",
+                    "node_name",
+                    "unknown: set it, or NODE_NAME (the downward API's spec.nodeName)",
+                ));
+            }
+            Identity::Kubernetes {
+                kubeconfig: s.kubeconfig,
+                node,
+            }
+        } else {
+            Identity::NetnsNames
+        };
         Ok(Self {
+            identity,
             listen: s.listen,
             analysis: AnalysisConfig {
                 proxy: ProxyMatcher {
@@ -258,7 +338,7 @@ mod tests {
             listen: Some(DEFAULT_LISTEN.parse().unwrap()),
             ..Settings::default()
         };
-        let c = Config::resolve(flags, Some(&f.0), daemon).unwrap();
+        let c = Config::resolve(flags, Some(&f.0), daemon, &Environment::default()).unwrap();
         assert_eq!(c.listen, Some("127.0.0.1:9999".parse().unwrap()));
         assert_eq!(c.analysis.peer_cap, 7);
         assert_eq!(c.analysis.attribution_window, Duration::from_secs(2));
@@ -272,11 +352,54 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_is_used_in_a_cluster_or_with_a_kubeconfig() {
+        let plain = Environment {
+            hostname: "vm".into(),
+            ..Environment::default()
+        };
+        let c = Config::resolve(Settings::default(), None, Settings::default(), &plain).unwrap();
+        assert_eq!(c.identity, Identity::NetnsNames);
+        let pod = Environment {
+            in_cluster: true,
+            node_name: Some("node-a".into()),
+            hostname: "conntracer-x7".into(),
+        };
+        let c = Config::resolve(Settings::default(), None, Settings::default(), &pod).unwrap();
+        assert_eq!(
+            c.identity,
+            Identity::Kubernetes {
+                kubeconfig: None,
+                node: "node-a".into()
+            }
+        );
+        let off = Settings {
+            kubernetes: Some(false),
+            ..Settings::default()
+        };
+        let c = Config::resolve(off, None, Settings::default(), &pod).unwrap();
+        assert_eq!(c.identity, Identity::NetnsNames);
+        let kubeconfig = Settings {
+            kubeconfig: Some("/etc/kube/config".into()),
+            ..Settings::default()
+        };
+        let c = Config::resolve(kubeconfig, None, Settings::default(), &plain).unwrap();
+        assert_eq!(
+            c.identity,
+            Identity::Kubernetes {
+                kubeconfig: Some("/etc/kube/config".into()),
+                node: "vm".into()
+            },
+            "the hostname names the node when nothing else does"
+        );
+    }
+
+    #[test]
     fn errors_name_the_flag_or_key_once() {
         let missing = Config::resolve(
             Settings::default(),
             Some(Path::new("/nonexistent/conntracer.toml")),
             Settings::default(),
+            &Environment::default(),
         )
         .unwrap_err();
         let chain = format!("{:#}", anyhow::Error::from(missing));
@@ -288,15 +411,25 @@ mod tests {
         assert!(chain.starts_with("cannot read config file /nonexistent/conntracer.toml: "));
 
         let unknown = file("colour = \"blue\"\n");
-        let e = Config::resolve(Settings::default(), Some(&unknown.0), Settings::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::resolve(
+            Settings::default(),
+            Some(&unknown.0),
+            Settings::default(),
+            &Environment::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("colour"), "{e}");
 
         let bad = file("termination_window = \"soon\"\n");
-        let e = Config::resolve(Settings::default(), Some(&bad.0), Settings::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::resolve(
+            Settings::default(),
+            Some(&bad.0),
+            Settings::default(),
+            &Environment::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("key `termination_window`: `soon` is not a duration"),
             "{e}"
@@ -306,7 +439,7 @@ mod tests {
             peer_cap: Some(0),
             ..Settings::default()
         };
-        let e = Config::resolve(zero, None, Settings::default())
+        let e = Config::resolve(zero, None, Settings::default(), &Environment::default())
             .unwrap_err()
             .to_string();
         assert_eq!(e, "--peer-cap / peer_cap: must be at least 1");
@@ -314,7 +447,7 @@ mod tests {
             ring_bytes: Some(5000),
             ..Settings::default()
         };
-        let e = Config::resolve(ring, None, Settings::default())
+        let e = Config::resolve(ring, None, Settings::default(), &Environment::default())
             .unwrap_err()
             .to_string();
         assert!(

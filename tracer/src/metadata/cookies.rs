@@ -5,8 +5,7 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::unix::fs::MetadataExt,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -47,7 +46,7 @@ impl NetnsCookies {
     pub fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
         let mut seen = std::collections::HashSet::new();
-        for path in namespace_files() {
+        for path in super::namespaces::namespace_files() {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -62,36 +61,9 @@ impl NetnsCookies {
     }
 }
 
-/// Named namespaces, ours, and those of every process.
-fn namespace_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.push("/proc/self/ns/net".into());
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            files.push(entry.path().join("ns/net"));
-        }
-    }
-    files
-}
-
-/// Enters the namespace on a short-lived thread and asks a socket there.
+/// Asks a socket inside the namespace at `path` for its cookie.
 fn cookie_of(path: PathBuf) -> Option<u64> {
-    std::thread::spawn(move || {
-        let ns = File::open(&path).ok()?;
-        // SAFETY: valid fd; setns affects only this thread, which ends here.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
+    super::namespaces::in_namespace(&path, || {
         // SAFETY: plain socket syscalls on a descriptor we own and close.
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
@@ -111,7 +83,4 @@ fn cookie_of(path: PathBuf) -> Option<u64> {
             (rc == 0).then_some(cookie)
         }
     })
-    .join()
-    .ok()
-    .flatten()
 }

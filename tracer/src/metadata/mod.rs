@@ -5,12 +5,16 @@
 //! per namespace and remembers the answer, so nothing downstream resolves a
 //! name per event.
 
+pub mod cgroups;
 pub mod cookies;
+pub mod kubernetes;
+pub mod namespaces;
 pub mod netns;
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant},
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
 };
 
 pub use netns::NetnsNames;
@@ -20,6 +24,8 @@ pub use netns::NetnsNames;
 pub struct PodName {
     pub namespace: String,
     pub pod: String,
+    /// Its workload (Deployment, StatefulSet, ...) where a cluster says so.
+    pub workload: Option<String>,
 }
 
 impl PodName {
@@ -28,6 +34,7 @@ impl PodName {
         Self {
             namespace: String::new(),
             pod: "host".to_owned(),
+            workload: None,
         }
     }
 
@@ -36,6 +43,15 @@ impl PodName {
         Self {
             namespace: String::new(),
             pod: format!("netns-{inode}"),
+            workload: None,
+        }
+    }
+
+    /// What it is as a peer: `namespace/workload` when known, else `namespace/pod`.
+    pub fn as_peer(&self) -> String {
+        match &self.workload {
+            Some(w) if !self.namespace.is_empty() => format!("{}/{w}", self.namespace),
+            _ => self.qualified(),
         }
     }
 
@@ -49,21 +65,57 @@ impl PodName {
     }
 }
 
-/// Names the pod that owns a network namespace.
+/// What a cluster says about a remote address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// `namespace/workload` of the pod, or `namespace/service` for a Service IP.
+    pub label: String,
+    /// The Service host the destination is known by (`cart.shop.svc.cluster.local`).
+    pub service_host: Option<String>,
+    /// The pod behind the address is terminating (deletion requested, or its
+    /// endpoint marked `terminating`), since when if known.
+    pub terminating: Option<Termination>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination {
+    /// `metadata.deletionTimestamp` of the pod, when known.
+    pub since: Option<SystemTime>,
+}
+
+/// Names the pod that owns a network namespace, and what a remote address is.
 pub trait PodSource: Send {
     /// The owner of the namespace with this inode, or `None` when this source
     /// cannot tell (yet: the pod may not be known to it so far).
     fn lookup(&mut self, netns: u32) -> Option<PodName>;
+
+    /// What the cluster knows about `ip` as a destination (any node).
+    fn peer(&self, _ip: IpAddr) -> Option<Peer> {
+        None
+    }
+
+    /// The pod a process in the host's network namespace belongs to, by its
+    /// cgroup (hostNetwork pods); `None` for the host's own processes.
+    fn lookup_cgroup(&mut self, _cgroup_id: u64) -> Option<PodName> {
+        None
+    }
 }
 
 /// How long a namespace no source could name keeps its `netns-INODE` name
-/// before the source is asked again.
+/// (or a cgroup no pod claimed stays the host's) before the source is asked again.
 const RETRY_UNNAMED: Duration = Duration::from_secs(1);
+
+/// Host-network cgroups remembered at most (then forgotten all at once).
+const MAX_CGROUPS: usize = 65_536;
 
 /// The pod of each network namespace, asked of the source once per namespace.
 pub struct Pods {
     source: Box<dyn PodSource>,
     named: HashMap<u32, PodName>,
+    /// Host-network processes' cgroups that belong to a pod.
+    by_cgroup: HashMap<u64, PodName>,
+    /// Host-network cgroups no pod claimed, and when to ask again.
+    host_cgroups: HashMap<u64, Instant>,
     /// Namespaces the source could not name, and when to ask again.
     unnamed: HashMap<u32, (PodName, Instant)>,
     /// Times the source was asked (for tests: never per event).
@@ -75,6 +127,8 @@ impl Pods {
         Self {
             source,
             named: HashMap::new(),
+            by_cgroup: HashMap::new(),
+            host_cgroups: HashMap::new(),
             unnamed: HashMap::new(),
             lookups: 0,
         }
@@ -107,6 +161,59 @@ impl Pods {
         }
     }
 
+    /// The pod of a socket in `netns` owned by a process in cgroup
+    /// `cgroup_id`: the namespace's pod, or, in the host's namespace, the
+    /// hostNetwork pod of that cgroup (asked once per cgroup; a cgroup no
+    /// pod claims is asked again at most every second).
+    pub fn get_owned(&mut self, netns: u32, cgroup_id: u64) -> PodName {
+        let pod = self.get(netns);
+        if cgroup_id == 0 || pod != PodName::host() {
+            return pod;
+        }
+        if let Some(owner) = self.by_cgroup.get(&cgroup_id) {
+            return owner.clone();
+        }
+        let now = Instant::now();
+        if self
+            .host_cgroups
+            .get(&cgroup_id)
+            .is_some_and(|retry_at| now < *retry_at)
+        {
+            return pod;
+        }
+        self.lookups += 1;
+        if self.by_cgroup.len() + self.host_cgroups.len() >= MAX_CGROUPS {
+            // Containers come and go: forget them all rather than grow.
+            self.by_cgroup.clear();
+            self.host_cgroups.clear();
+        }
+        match self.source.lookup_cgroup(cgroup_id) {
+            Some(owner) => {
+                self.by_cgroup.insert(cgroup_id, owner.clone());
+                owner
+            }
+            None => {
+                self.host_cgroups.insert(cgroup_id, now + RETRY_UNNAMED);
+                pod
+            }
+        }
+    }
+
+    /// `get_owned` without asking the source.
+    pub fn peek_owned(&self, netns: u32, cgroup_id: u64) -> PodName {
+        self.by_cgroup
+            .get(&cgroup_id)
+            .filter(|_| self.named.get(&netns) == Some(&PodName::host()))
+            .cloned()
+            .unwrap_or_else(|| self.peek(netns))
+    }
+
+    /// What the source knows about a remote address (not cached: a pod's
+    /// termination changes).
+    pub fn peer(&self, ip: IpAddr) -> Option<Peer> {
+        self.source.peer(ip)
+    }
+
     /// The pod that owns `netns`, if it is already known; asks nothing.
     pub fn peek(&self, netns: u32) -> PodName {
         self.named
@@ -132,6 +239,7 @@ mod tests {
             (netns == 1 && self.asked > 1).then(|| PodName {
                 namespace: "shop".into(),
                 pod: "cart".into(),
+                workload: None,
             })
         }
     }

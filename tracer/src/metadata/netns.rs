@@ -23,10 +23,12 @@ pub fn pod_from_netns_name(name: &str) -> PodName {
         Some((namespace, pod)) if !namespace.is_empty() && !pod.is_empty() => PodName {
             namespace: namespace.to_owned(),
             pod: pod.to_owned(),
+            workload: None,
         },
         _ => PodName {
             namespace: "default".to_owned(),
             pod: name.to_owned(),
+            workload: None,
         },
     }
 }
@@ -120,7 +122,8 @@ mod tests {
             pod_from_netns_name("shop.cart-7d9f"),
             PodName {
                 namespace: "shop".into(),
-                pod: "cart-7d9f".into()
+                pod: "cart-7d9f".into(),
+                workload: None,
             }
         );
         // Pod names may contain dots; namespaces cannot.
@@ -128,14 +131,16 @@ mod tests {
             pod_from_netns_name("shop.cart.v2"),
             PodName {
                 namespace: "shop".into(),
-                pod: "cart.v2".into()
+                pod: "cart.v2".into(),
+                workload: None,
             }
         );
         assert_eq!(
             pod_from_netns_name("client"),
             PodName {
                 namespace: "default".into(),
-                pod: "client".into()
+                pod: "client".into(),
+                workload: None,
             }
         );
         assert_eq!(pod_from_netns_name(".x").namespace, "default");

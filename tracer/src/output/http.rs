@@ -52,6 +52,11 @@ async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "no probes attached\n".to_owned(),
         )
+    } else if !e.health.kubernetes_synced() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first sync with the Kubernetes API\n".to_owned(),
+        )
     } else if drained > STALL {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,7 +2,7 @@
 //! OpenMetrics text via `prometheus-client`. Names are a contract.
 //! [`MetricsOutput`] feeds them from a session.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -15,16 +15,37 @@ use tracer_common::counters::Counter as KernelCounter;
 use crate::{
     analysis::{Labels, Observation, observation::side_name},
     events::role_name,
+    metadata::kubernetes::ClusterState,
     probes::counters::CounterTotals,
     session::{Flow, Output, State},
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct OpenedLabels {
     pub namespace: String,
     pub pod: String,
+    /// Empty without a cluster, and then not exported.
+    pub workload: String,
     pub direction: String,
     pub role: String,
+}
+
+impl EncodeLabelSet for OpenedLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let mut pairs = vec![
+            ("namespace", self.namespace.as_str()),
+            ("pod", self.pod.as_str()),
+        ];
+        if !self.workload.is_empty() {
+            pairs.push(("workload", self.workload.as_str()));
+        }
+        pairs.push(("direction", self.direction.as_str()));
+        pairs.push(("role", self.role.as_str()));
+        pairs.as_slice().encode(encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +107,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LabelLabels {
+    pub label: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub probe: String,
 }
@@ -115,6 +141,8 @@ pub struct Metrics {
     pub dns_answer_changes: Family<NameLabels, Counter>,
     pub dns_skipped: Family<ReasonLabels, Counter>,
     pub records_skipped: Family<ReasonLabels, Counter>,
+    pub label_overflows: Family<LabelLabels, Counter>,
+    pub kubernetes_synced: Gauge,
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
@@ -122,7 +150,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(version: &str, kernel: &str) -> Self {
+    /// `kubernetes`: pods are named from the API (adds `kubernetes_synced`).
+    pub fn new(version: &str, kernel: &str, kubernetes: bool) -> Self {
         let mut registry = Registry::with_prefix("conntracer");
         let m = Self {
             connections_opened: Family::default(),
@@ -138,6 +167,8 @@ impl Metrics {
             dns_answer_changes: Family::default(),
             dns_skipped: Family::default(),
             records_skipped: Family::default(),
+            label_overflows: Family::default(),
+            kubernetes_synced: Gauge::default(),
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
@@ -210,6 +241,18 @@ impl Metrics {
             m.records_skipped.clone(),
         );
         registry.register(
+            "label_overflows",
+            "Observations counted under the label value `other` because their pod had reached the cap of distinct values (--peer-cap)",
+            m.label_overflows.clone(),
+        );
+        if kubernetes {
+            registry.register(
+                "kubernetes_synced",
+                "1 while pod names come from a Kubernetes API that is synced and reachable; 0 before the first sync or while watching fails (the last known state is used)",
+                m.kubernetes_synced.clone(),
+            );
+        }
+        registry.register(
             "events_lost",
             "Kernel events dropped because the ring buffer was full",
             m.events_lost.clone(),
@@ -247,6 +290,7 @@ impl Metrics {
                     .get_or_create(&OpenedLabels {
                         namespace: labels.namespace.clone(),
                         pod: labels.pod.clone(),
+                        workload: labels.workload.clone().unwrap_or_default(),
                         direction: labels.direction.as_str().to_owned(),
                         role: role_name(*role).unwrap_or("unknown").to_owned(),
                     })
@@ -349,15 +393,18 @@ fn peer_labels(l: &Labels) -> PeerLabels {
 /// gauges and kernel counters after each drain.
 pub struct MetricsOutput {
     metrics: Arc<Metrics>,
+    /// The Kubernetes picture, when pods are named from it.
+    kubernetes: Option<Arc<RwLock<ClusterState>>>,
     /// Totals already added to the counters.
     kernel_before: CounterTotals,
     table_evicted_before: u64,
 }
 
 impl MetricsOutput {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, kubernetes: Option<Arc<RwLock<ClusterState>>>) -> Self {
         Self {
             metrics,
+            kubernetes,
             kernel_before: CounterTotals::default(),
             table_evicted_before: 0,
         }
@@ -390,6 +437,12 @@ impl Output for MetricsOutput {
                 - self.table_evicted_before,
         );
         self.table_evicted_before = p.table.evicted;
+        if let Some(cluster) = &self.kubernetes {
+            let cluster = cluster.read().expect("cluster lock");
+            m.kubernetes_synced.set(i64::from(
+                cluster.synced() && cluster.failures().next().is_none(),
+            ));
+        }
         self.kernel_before = state.kernel;
         m.tracked_connections.set(p.table.len() as i64);
 
@@ -413,6 +466,15 @@ impl Output for MetricsOutput {
                     pod: pod.pod,
                 })
                 .set(n as i64);
+        }
+        let (peers, names) = p.analysis.label_overflows();
+        for (label, total) in [("peer", peers), ("name", names)] {
+            raise_to(
+                &m.label_overflows.get_or_create(&LabelLabels {
+                    label: label.to_owned(),
+                }),
+                total,
+            );
         }
         let skipped = p.skipped;
         for (family, reason, total) in [

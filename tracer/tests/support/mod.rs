@@ -3,6 +3,7 @@
 //! Everything is torn down on drop, so a failing test cleans up too.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod netns;
 pub mod tracer;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{bind, pods, resolve, serve};
+use super::{bind, identity, resolve, serve};
 use crate::{
     analysis::findings::Scope,
     cli::{DiagnoseArgs, Output},
@@ -51,7 +51,9 @@ async fn trace_for(
         Some(address) => Some(bind(address).await?),
         None => None,
     };
-    let mut session = Session::start(&config, pods())?;
+    let identity = identity(&config).await?;
+    let mut session = Session::start(&config, identity.pods)?;
+    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
     let served = listener
         .map(|listener| serve(&mut session, listener))
         .transpose()?;
