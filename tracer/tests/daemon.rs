@@ -347,15 +347,13 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
         PODS,
         pod("shop", "cart-7d9f8-b1", "c1", &server_ip, "node-t", 0),
     );
-    let mut ledger = pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0);
-    let deleted = std::time::SystemTime::now() - Duration::from_secs(1);
-    ledger.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::try_from(deleted).unwrap(),
-        ));
-    api.put(PODS, ledger);
+    // The ledger runs normally at first.
+    api.put(
+        PODS,
+        pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0),
+    );
     api.put(SERVICES, service("pay", "ledger", "10.96.7.7"));
-    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, true));
+    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, false));
     let dir = std::env::temp_dir().join(format!("conntracer-k8sd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
@@ -388,13 +386,33 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
     server.join().unwrap();
     drop(client);
     let ledger: SocketAddr = format!("{ledger_ip}:8443").parse().unwrap();
-    assert!(
-        pair.client
-            .run("ct-client", move || TcpStream::connect(ledger))
-            .is_err()
-    );
+    let refused = || {
+        assert!(
+            pair.client
+                .run("ct-client", move || TcpStream::connect(ledger))
+                .is_err()
+        )
+    };
+    // Refused while the ledger is not terminating: not `pod_terminating`.
+    refused();
+    metrics_with_a_failure(addr, &[("peer", "pay/ledger"), ("cause", "unknown")]);
+    // Then its deletion is requested and its endpoint terminates, while the
+    // daemon runs: the next refusal is `pod_terminating`.
+    let mut deleting = pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0);
+    let deleted = std::time::SystemTime::now() - Duration::from_secs(1);
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::try_from(deleted).unwrap(),
+        ));
+    api.put(PODS, deleting);
+    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, true));
+    std::thread::sleep(Duration::from_millis(500));
+    refused();
 
-    let body = metrics_with_a_failure(addr, &[("namespace", "shop")]);
+    let body = metrics_with_a_failure(
+        addr,
+        &[("peer", "pay/ledger"), ("cause", "pod_terminating")],
+    );
     let opened = metric(
         &body,
         "conntracer_connections_opened_total",
@@ -445,7 +463,14 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
         .find(|f| f["cause"] == "pod_terminating")
         .unwrap_or_else(|| panic!("{findings}"));
     assert_eq!(finding["peer"], "pay/ledger");
-    let evidence = &finding["samples"][0]["evidence"];
+    let causes: Vec<&str> = finding["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["cause"].as_str())
+        .collect();
+    assert_eq!(causes, ["pod_terminating", "unknown"], "{finding}");
+    let evidence = &finding["samples"][1]["evidence"];
     assert!(evidence["peer_terminating_since"].is_string(), "{evidence}");
     assert!(
         finding["remedy"]["yaml"]
@@ -469,7 +494,8 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
     assert!(out.status.success(), "{report}");
     assert!(
         report.contains("connection failures — cause: pod_terminating")
-            && report.contains("pod shop/frontend-7d9f8-a1 (outbound) → pay/ledger"),
+            && report.contains("pod shop/frontend-7d9f8-a1 (outbound) → pay/ledger")
+            && report.contains("by cause: pod_terminating 1"),
         "{report}"
     );
     let examples = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-example");

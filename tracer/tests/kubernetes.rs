@@ -29,7 +29,16 @@ async fn eventually(
     what: &str,
     check: impl Fn(&ClusterState) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    eventually_within(cluster, what, Duration::from_secs(10), check).await
+}
+
+async fn eventually_within(
+    cluster: &Arc<RwLock<ClusterState>>,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&ClusterState) -> bool,
+) {
+    let deadline = Instant::now() + within;
     while !check(&cluster.read().unwrap()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -157,7 +166,8 @@ async fn the_cluster_picture_follows_the_api_server() {
         pod("shop", "cart-7d9f8-x3", "u5", "10.40.0.12", "node-a", 200),
     );
     api.up();
-    eventually(&cluster, "the recovery", |c| {
+    // The watchers back off exponentially (at most 30 s between tries).
+    eventually_within(&cluster, "the recovery", Duration::from_secs(45), |c| {
         c.failures().next().is_none() && c.pod_by_ip(ip("10.40.0.12")).is_some()
     })
     .await;

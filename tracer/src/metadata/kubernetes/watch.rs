@@ -15,6 +15,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
+    api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, watcher},
 };
@@ -87,11 +88,23 @@ async fn watch<K>(
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
+    // A resumed watch says nothing until something changes: while failing,
+    // a one-item list every few seconds tells when the API answers again.
+    let mut probe = tokio::time::interval(PROBE_WHILE_FAILING);
     let mut failing = false;
     loop {
-        match stream.try_next().await {
+        let next = tokio::select! {
+            next = stream.try_next() => next,
+            _ = probe.tick(), if failing => {
+                if api.list(&ListParams::default().limit(1)).await.is_ok() {
+                    recovered(&cluster, kind, &mut failing);
+                }
+                continue;
+            }
+        };
+        match next {
             Ok(Some(event)) => {
                 let change = match event {
                     watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Change::Apply(o),
@@ -99,13 +112,8 @@ async fn watch<K>(
                     watcher::Event::Init => Change::ListStart,
                     watcher::Event::InitDone => Change::ListDone,
                 };
-                let mut cluster = cluster.write().expect("cluster lock");
-                if failing {
-                    tracing::info!("Kubernetes {kind:?}: watching again");
-                    cluster.set_failing(kind, None);
-                    failing = false;
-                }
-                apply(&mut cluster, change);
+                recovered(&cluster, kind, &mut failing);
+                apply(&mut cluster.write().expect("cluster lock"), change);
             }
             Ok(None) => return,
             Err(e) => {
@@ -115,6 +123,7 @@ async fn watch<K>(
                         "Kubernetes {kind:?}: {error} (keeping the last known state; retrying with backoff)"
                     );
                     failing = true;
+                    probe.reset();
                 }
                 cluster
                     .write()
@@ -122,5 +131,19 @@ async fn watch<K>(
                     .set_failing(kind, Some(error));
             }
         }
+    }
+}
+
+/// How often a failing watcher checks whether the API answers again.
+const PROBE_WHILE_FAILING: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn recovered(cluster: &RwLock<ClusterState>, kind: Kind, failing: &mut bool) {
+    if *failing {
+        tracing::info!("Kubernetes {kind:?}: the API answers again");
+        cluster
+            .write()
+            .expect("cluster lock")
+            .set_failing(kind, None);
+        *failing = false;
     }
 }
