@@ -354,13 +354,10 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
     );
     api.put(SERVICES, service("pay", "ledger", "10.96.7.7"));
     api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, false));
-    let dir = std::env::temp_dir().join(format!("conntracer-k8sd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig, token);
+    let kubeconfig = api.kubeconfig(token);
 
     let addr: SocketAddr = "127.0.0.1:19463".parse().unwrap();
-    let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
+    let kubeconfig_arg = kubeconfig.arg();
     let _daemon = Serving::start(
         addr,
         &["--kubeconfig", &kubeconfig_arg, "--node-name", "node-t"],
@@ -502,7 +499,6 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
     std::fs::create_dir_all(&examples).unwrap();
     std::fs::write(examples.join("metrics.txt"), &body).unwrap();
     std::fs::write(examples.join("diagnose.txt"), report.as_bytes()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The cgroup v2 hierarchy's mount point.
@@ -568,12 +564,9 @@ fn host_network_pods_are_named_by_their_cgroup() {
     agent.metadata.owner_references.as_mut().unwrap()[0].name = "node-agent".into();
     agent.spec.as_mut().unwrap().host_network = Some(true);
     api.put(PODS, agent);
-    let dir = std::env::temp_dir().join(format!("conntracer-k8sh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig, token);
+    let kubeconfig = api.kubeconfig(token);
     let addr: SocketAddr = "127.0.0.1:19465".parse().unwrap();
-    let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
+    let kubeconfig_arg = kubeconfig.arg();
     let _daemon = Serving::start(
         addr,
         &["--kubeconfig", &kubeconfig_arg, "--node-name", "node-t"],
@@ -609,7 +602,6 @@ fn host_network_pods_are_named_by_their_cgroup() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -617,15 +609,12 @@ fn not_ready_until_kubernetes_has_synced() {
     require_root();
     let api = FakeApiServer::start("t");
     api.forbid(ENDPOINT_SLICES);
-    let dir = std::env::temp_dir().join(format!("conntracer-k8sr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig, "t");
+    let kubeconfig = api.kubeconfig("t");
     let addr: SocketAddr = "127.0.0.1:19464".parse().unwrap();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_conntracer"))
         .args(["daemon", "--listen", &addr.to_string(), "--node-name", "n"])
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(&kubeconfig.path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -644,7 +633,6 @@ fn not_ready_until_kubernetes_has_synced() {
     let _ = daemon.kill();
     let out = daemon.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("waiting for the first sync with the Kubernetes API"),

@@ -62,12 +62,8 @@ async fn the_cluster_picture_follows_the_api_server() {
     );
     api.put(SERVICES, service("shop", "cart", "10.96.0.10"));
     api.put(ENDPOINT_SLICES, slice("shop", "cart", "10.40.0.10", false));
-    let dir = std::env::temp_dir().join(format!("conntracer-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig, TOKEN);
-
-    let client = watch::client(Some(&kubeconfig)).await.expect("client");
+    let kubeconfig = api.kubeconfig(TOKEN);
+    let client = watch::client(Some(&kubeconfig.path)).await.expect("client");
     let cluster = Arc::new(RwLock::new(ClusterState::default()));
     let _watchers = watch::spawn(client, cluster.clone());
     eventually(&cluster, "the first sync", ClusterState::synced).await;
@@ -183,18 +179,14 @@ async fn the_cluster_picture_follows_the_api_server() {
             .any(|r| r.contains("allowWatchBookmarks=true")),
         "{requests:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn a_forbidden_resource_names_the_missing_permission() {
     let api = FakeApiServer::start(TOKEN);
     api.forbid(ENDPOINT_SLICES);
-    let dir = std::env::temp_dir().join(format!("conntracer-k8s403-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    api.kubeconfig(&kubeconfig, TOKEN);
-    let client = watch::client(Some(&kubeconfig)).await.unwrap();
+    let kubeconfig = api.kubeconfig(TOKEN);
+    let client = watch::client(Some(&kubeconfig.path)).await.unwrap();
     let cluster = Arc::new(RwLock::new(ClusterState::default()));
     let _watchers = watch::spawn(client, cluster.clone());
     eventually(&cluster, "the 403", |c| c.failures().next().is_some()).await;
@@ -212,9 +204,8 @@ async fn a_forbidden_resource_names_the_missing_permission() {
     assert!(!cluster.read().unwrap().synced());
 
     // A wrong token: 401, said as such.
-    let wrong = dir.join("wrong");
-    api.kubeconfig(&wrong, "not-the-token");
-    let client = watch::client(Some(&wrong)).await.unwrap();
+    let wrong = api.kubeconfig("not-the-token");
+    let client = watch::client(Some(&wrong.path)).await.unwrap();
     let cluster = Arc::new(RwLock::new(ClusterState::default()));
     let _watchers = watch::spawn(client, cluster.clone());
     eventually(&cluster, "the 401", |c| c.failures().next().is_some()).await;
@@ -226,5 +217,4 @@ async fn a_forbidden_resource_names_the_missing_permission() {
         .next()
         .unwrap();
     assert!(failure.contains("Unauthorized"), "{failure}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -32,6 +32,23 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+/// A kubeconfig file for the stand-in server, removed on drop.
+pub struct Kubeconfig {
+    pub path: std::path::PathBuf,
+}
+
+impl Kubeconfig {
+    pub fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Kubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A resource collection: its path, and its kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Resource {
@@ -155,10 +172,16 @@ impl FakeApiServer {
         }));
     }
 
-    /// A kubeconfig that points at this server with its token.
-    pub fn kubeconfig(&self, path: &std::path::Path, token: &str) {
+    /// A kubeconfig file that points at this server with `token`, removed on drop.
+    pub fn kubeconfig(&self, token: &str) -> Kubeconfig {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "conntracer-kubeconfig-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(
-            path,
+            &path,
             format!(
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
                  users:\n- name: conntracer\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    \
@@ -167,6 +190,7 @@ impl FakeApiServer {
             ),
         )
         .unwrap();
+        Kubeconfig { path }
     }
 
     /// Creates or replaces an object (`k8s-openapi` value).
