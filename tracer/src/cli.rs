@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use crate::{
     config::{DEFAULT_LISTEN, Settings},
     output::printer::{Filter, Format},
-    units::parse_duration,
+    units::{parse_duration, parse_listen},
 };
 
 #[derive(Debug, Parser)]
@@ -101,8 +101,11 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
     /// Serve /metrics, /healthz, /readyz and /findings on this address
     /// [daemon default: 127.0.0.1:9477; others: not served].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// Serve /findings (pod names, addresses and evidence) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub findings: Option<bool>,
     /// A process with this uid is a proxy (repeatable) [default: 1337].
     #[arg(long = "proxy-uid", value_name = "UID")]
     pub proxy_uids: Vec<u32>,
@@ -165,6 +168,7 @@ impl CommonArgs {
         }
         Settings {
             listen: self.listen,
+            findings: self.findings,
             proxy_uids: given(&self.proxy_uids),
             proxy_comms: given(&self.proxy_comms),
             cluster_cidrs: given(&self.cluster_cidrs),

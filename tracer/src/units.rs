@@ -40,6 +40,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(trimmed).map_err(|_| error())
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an address and port (e.g. `127.0.0.1:9477`, `[::]:9477`, `fd00::7:9477`)")]
+pub struct ListenError {
+    text: String,
+}
+
+/// An address to listen on: `IP:PORT`, `[IPV6]:PORT`, or an IPv6 address
+/// without brackets followed by `:PORT` (what `$(POD_IP):9477` gives on an
+/// IPv6 pod).
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, ListenError> {
+    let error = || ListenError {
+        text: text.to_owned(),
+    };
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let (ip, port) = text.rsplit_once(':').ok_or_else(error)?;
+    let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| error())?;
+    let port: u16 = port.parse().map_err(|_| error())?;
+    Ok(std::net::SocketAddr::new(ip.into(), port))
+}
+
 /// `SystemTime` as an RFC 3339 string.
 pub mod serde_rfc3339 {
     use std::time::SystemTime;
@@ -161,6 +183,16 @@ mod tests {
         let err = parse_duration("soon").unwrap_err().to_string();
         assert!(err.contains("`soon` is not a duration"), "{err}");
         assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_as_the_downward_api_gives_them() {
+        let ok = |s: &str| parse_listen(s).unwrap().to_string();
+        assert_eq!(ok("10.1.2.3:9477"), "10.1.2.3:9477");
+        assert_eq!(ok("[::]:9477"), "[::]:9477");
+        assert_eq!(ok("fd00::7:9477"), "[fd00::7]:9477");
+        assert!(parse_listen("10.1.2.3").is_err());
+        assert!(parse_listen("nonsense").is_err());
     }
 
     #[test]

@@ -648,6 +648,25 @@ fn not_ready_until_kubernetes_has_synced() {
     );
 }
 
+/// What a DaemonSet passes: `--listen=$(POD_IP):9477` (an IPv6 pod IP has
+/// no brackets), and `/findings` may be turned off.
+#[test]
+fn listen_on_a_bare_ipv6_pod_ip_with_findings_off() {
+    require_root();
+    let addr: SocketAddr = "[::1]:19466".parse().unwrap();
+    let _daemon = Serving::spawn(
+        addr,
+        &["daemon", "--listen", "::1:19466", "--findings", "false"],
+        &[],
+        Stdio::null(),
+    );
+    let (code, body) = get(addr, "/findings").unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("/findings is turned off"), "{body}");
+    let (code, _) = get(addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+}
+
 fn daemon_error(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_conntracer"))
         .arg("daemon")

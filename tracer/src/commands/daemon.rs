@@ -15,7 +15,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let identity = identity(&config).await?;
     let mut session = Session::start(&config, identity.pods)?;
     session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
-    let served = serve(&mut session, listener)?;
+    let served = serve(&mut session, listener, config.findings)?;
     tracing::info!(
         "conntracer daemon: {}; serving http://{}/metrics",
         session.tracer().probes.attached_summary(),

@@ -92,7 +92,11 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener
 }
 
 /// Plugs the metrics into `session` and serves them, health and findings.
-pub fn serve(session: &mut Session, listener: tokio::net::TcpListener) -> anyhow::Result<Served> {
+pub fn serve(
+    session: &mut Session,
+    listener: tokio::net::TcpListener,
+    findings: bool,
+) -> anyhow::Result<Served> {
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         &kernel::release(),
@@ -113,7 +117,7 @@ pub fn serve(session: &mut Session, listener: tokio::net::TcpListener) -> anyhow
     let endpoints = Endpoints {
         metrics,
         health: session.health.clone(),
-        queries: session.serve_queries(),
+        queries: findings.then(|| session.serve_queries()),
     };
     let address = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);

@@ -25,7 +25,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(default, deserialize_with = "deserialize_listen")]
     pub listen: Option<SocketAddr>,
+    pub findings: Option<bool>,
     pub proxy_uids: Option<Vec<u32>>,
     pub proxy_comms: Option<Vec<String>>,
     pub cluster_cidrs: Option<Vec<IpNet>>,
@@ -57,6 +59,7 @@ impl Settings {
     fn over(self, lower: Settings) -> Settings {
         Settings {
             listen: self.listen.or(lower.listen),
+            findings: self.findings.or(lower.findings),
             proxy_uids: self.proxy_uids.or(lower.proxy_uids),
             proxy_comms: self.proxy_comms.or(lower.proxy_comms),
             cluster_cidrs: self.cluster_cidrs.or(lower.cluster_cidrs),
@@ -120,6 +123,8 @@ pub enum Identity {
 pub struct Config {
     /// Serve /metrics, /healthz, /readyz and /findings here (none: no HTTP).
     pub listen: Option<SocketAddr>,
+    /// Serve /findings (it shows pod names, addresses and evidence).
+    pub findings: bool,
     pub analysis: AnalysisConfig,
     pub probes: LoadOptions,
     pub identity: Identity,
@@ -243,6 +248,7 @@ impl Config {
         Ok(Self {
             identity,
             listen: s.listen,
+            findings: s.findings.unwrap_or(true),
             analysis: AnalysisConfig {
                 proxy: ProxyMatcher {
                     uids: s.proxy_uids.unwrap_or(proxy_defaults.uids),
@@ -273,6 +279,15 @@ impl Config {
             },
         })
     }
+}
+
+/// `listen` as a string, with the same forms as the flag.
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| crate::units::parse_listen(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn read_file(path: &Path) -> Result<Settings, ConfigError> {

@@ -29,7 +29,8 @@ const STALL: Duration = Duration::from_secs(5);
 pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     pub health: Health,
-    pub queries: mpsc::Sender<Query>,
+    /// Where `/findings` is asked (none: `/findings` is turned off).
+    pub queries: Option<mpsc::Sender<Query>>,
 }
 
 pub fn router(endpoints: Endpoints) -> Router {
@@ -85,7 +86,14 @@ async fn findings(State(e): State<Endpoints>, UrlQuery(q): UrlQuery<FindingsPara
         },
         reply,
     };
-    if e.queries.send(query).await.is_err() {
+    let Some(queries) = &e.queries else {
+        return (
+            StatusCode::NOT_FOUND,
+            "/findings is turned off on this daemon (--findings false)\n",
+        )
+            .into_response();
+    };
+    if queries.send(query).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the session has ended\n").into_response();
     }
     match answer.await {

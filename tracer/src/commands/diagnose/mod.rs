@@ -55,7 +55,7 @@ async fn trace_for(
     let mut session = Session::start(&config, identity.pods)?;
     session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
     let served = listener
-        .map(|listener| serve(&mut session, listener))
+        .map(|listener| serve(&mut session, listener, config.findings))
         .transpose()?;
     eprintln!(
         "conntracer: tracing for {} to diagnose...",
