@@ -120,7 +120,8 @@ pub struct CommonArgs {
     /// How far apart a 503 and the upstream failure behind it may be [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub attribution_window: Option<Duration>,
-    /// A listener closed this recently means its pod is terminating [default: 2m].
+    /// A listener that closed, or a pod the cluster marked terminating, this
+    /// recently before a failure makes it `pod_terminating` [default: 2m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub termination_window: Option<Duration>,
     /// Distinct `peer` label values per pod before `other` [default: 20].

@@ -11,9 +11,9 @@ pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// A duration from its `*_ms` form.
-pub fn from_ms(ms: f64) -> Duration {
-    Duration::from_secs_f64(ms.max(0.0) / 1e3)
+/// A duration from its `*_ms` form (negative or out of range: `None`).
+pub fn from_ms(ms: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(ms / 1e3).ok()
 }
 
 /// RFC 3339 with nanoseconds, UTC.
@@ -109,7 +109,9 @@ pub mod serde_ms {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(super::from_ms(f64::deserialize(d)?))
+        let ms = f64::deserialize(d)?;
+        super::from_ms(ms)
+            .ok_or_else(|| serde::de::Error::custom(format!("{ms} ms is not a duration")))
     }
 }
 
@@ -128,7 +130,12 @@ pub mod serde_ms_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(super::from_ms))
+        Option::<f64>::deserialize(d)?
+            .map(|ms| {
+                super::from_ms(ms)
+                    .ok_or_else(|| serde::de::Error::custom(format!("{ms} ms is not a duration")))
+            })
+            .transpose()
     }
 }
 
@@ -199,6 +206,12 @@ mod tests {
     fn milliseconds_round_trip() {
         let d = Duration::from_nanos(1_005_257_123);
         assert_eq!(ms(d), 1005.257);
-        assert_eq!(from_ms(ms(d)), Duration::from_nanos(1_005_257_000));
+        assert_eq!(from_ms(ms(d)), Some(Duration::from_nanos(1_005_257_000)));
+        assert_eq!(
+            from_ms(1e300),
+            None,
+            "out of range is an error, not a panic"
+        );
+        assert_eq!(from_ms(-1.0), None);
     }
 }

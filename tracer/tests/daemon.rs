@@ -395,12 +395,15 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
     metrics_with_a_failure(addr, &[("peer", "pay/ledger"), ("cause", "unknown")]);
     // Then its deletion is requested and its endpoint terminates, while the
     // daemon runs: the next refusal is `pod_terminating`.
+    // As the API server does it: deletionTimestamp is the deadline (request
+    // + grace period), deletionGracePeriodSeconds the grace period.
     let mut deleting = pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0);
-    let deleted = std::time::SystemTime::now() - Duration::from_secs(1);
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(29);
     deleting.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::try_from(deleted).unwrap(),
+            k8s_openapi::jiff::Timestamp::try_from(deadline).unwrap(),
         ));
+    deleting.metadata.deletion_grace_period_seconds = Some(30);
     api.put(PODS, deleting);
     api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, true));
     std::thread::sleep(Duration::from_millis(500));

@@ -115,6 +115,17 @@ async fn the_cluster_picture_follows_the_api_server() {
             .is_some_and(|p| p.name == "cart-7d9f8-x2")
     })
     .await;
+    // A finished Job pod still listing the IP never takes it.
+    let mut job = pod(
+        "shop",
+        "migrate-29340000-q7",
+        "u9",
+        "10.40.0.10",
+        "node-a",
+        180,
+    );
+    job.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    api.put(PODS, job);
     api.delete(PODS, "shop", "cart-7d9f8-x1", false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -128,20 +139,37 @@ async fn the_cluster_picture_follows_the_api_server() {
         "deleting the old pod keeps the new one on the IP"
     );
 
-    // History compacted while the ledger pod went away unseen: the watch
-    // resumes with 410 Gone, relists, and the relist drops the ledger.
+    // While the watchers are away, the ledger pod goes and the frontend is
+    // recreated under its name (a new uid, as a StatefulSet does), and the
+    // history is compacted: the watch resumes with 410 Gone, relists, and
+    // the relist drops the ledger and the old frontend.
+    api.down();
     api.delete(PODS, "pay", "ledger-7d9f8-z1", true);
+    api.delete(PODS, "shop", "frontend-7d9f8-y1", true);
+    api.put(
+        PODS,
+        pod(
+            "shop",
+            "frontend-7d9f8-y1",
+            "u2-new",
+            "10.40.0.13",
+            "node-a",
+            190,
+        ),
+    );
     api.compact_and_cut_watches();
-    eventually(&cluster, "the relist after 410 Gone", |c| {
-        c.pod_by_ip(ip("10.40.1.20")).is_none()
-    })
+    api.up();
+    // The watchers back off exponentially (at most 30 s between tries).
+    eventually_within(
+        &cluster,
+        "the relist after 410 Gone",
+        Duration::from_secs(45),
+        |c| c.pod_by_ip(ip("10.40.1.20")).is_none() && c.pod_by_ip(ip("10.40.0.13")).is_some(),
+    )
     .await;
     assert!(
-        cluster
-            .read()
-            .unwrap()
-            .pod_by_ip(ip("10.40.0.11"))
-            .is_some()
+        cluster.read().unwrap().pod_by_uid("u2").is_none(),
+        "the old uid of a recreated pod is gone"
     );
 
     // An outage: the last known state stays; the failure is said; then it recovers.
@@ -154,7 +182,7 @@ async fn the_cluster_picture_follows_the_api_server() {
         cluster
             .read()
             .unwrap()
-            .pod_by_ip(ip("10.40.0.11"))
+            .pod_by_ip(ip("10.40.0.13"))
             .is_some()
     );
     api.put(

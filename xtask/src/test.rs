@@ -26,9 +26,18 @@ pub fn all(lint: bool) -> Result<()> {
         println!("tests: {} passed, {} failed", totals.passed, totals.failed);
         bail!("{} tests failed, {} passed", totals.failed, totals.passed);
     }
+    // deploy/: manifests and alert rules, with the real validators.
+    let (deploy_passed, deploy_failed) = crate::deploy::check()?;
+    if deploy_failed > 0 {
+        println!(
+            "tests: {} passed, {deploy_failed} failed",
+            totals.passed + deploy_passed as u64
+        );
+        bail!("{deploy_failed} deploy checks failed");
+    }
     // The lab: every root cause reproduced with real Envoy.
     let (lab_passed, lab_failed) = crate::lab::run_scenarios(None)?;
-    let passed = totals.passed + lab_passed as u64;
+    let passed = totals.passed + deploy_passed as u64 + lab_passed as u64;
     if lab_failed > 0 {
         println!("tests: {passed} passed, {lab_failed} failed");
         bail!("{lab_failed} lab scenarios failed");

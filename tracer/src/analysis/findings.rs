@@ -66,6 +66,8 @@ pub struct Mismatch {
     pub direction: Direction,
     pub peer: String,
     pub destination: SocketAddr,
+    /// The Service host the cluster knows the destination by.
+    pub peer_host: Option<String>,
     pub peer_idle_close: Duration,
     pub peer_idle_closes: u64,
     pub max_reuse_idle: Duration,
@@ -376,7 +378,10 @@ fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
 fn mismatch_finding(m: &Mismatch) -> Finding {
     let target = Target {
         namespace: m.namespace.clone(),
-        host: host_of(&m.peer, &m.namespace, m.destination),
+        host: m
+            .peer_host
+            .clone()
+            .unwrap_or_else(|| host_of(&m.peer, &m.namespace, m.destination)),
         port: m.destination.port(),
     };
     Finding {

@@ -12,7 +12,8 @@
 //! - [`findings`]: patterns with evidence and the fix ([`remedy`]).
 //!
 //! [`Analysis`] feeds every event to the stages that need it, in order, and
-//! takes the time as an argument everywhere: it never reads a clock.
+//! takes the event time as an argument everywhere (the pod source's retry
+//! pacing, in `metadata`, is its only clock).
 //! Failures are decided `settle` after their connection closes, so that
 //! related events (a listener closing, the 503 the proxy writes) have
 //! arrived; 503s wait up to the attribution window for their failure.
@@ -351,6 +352,11 @@ impl Analysis {
                     direction: labels.direction,
                     peer: labels.peer,
                     destination: remote,
+                    peer_host: self
+                        .naming
+                        .pods
+                        .peer(remote.ip())
+                        .and_then(|p| p.service_host),
                     peer_idle_close: d.learned_peer_idle_close()?,
                     peer_idle_closes: d.peer_idle_close_count,
                     max_reuse_idle: d.max_reuse_idle,

@@ -43,21 +43,26 @@ impl NetnsCookies {
         self.map.get(&cookie).copied()
     }
 
+    /// Rebuilds the map from the namespaces alive now. Every one is asked
+    /// again: the kernel gives a dead namespace's inode to the next one, and
+    /// only the cookie tells them apart (cookies are never reused).
     pub fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
         let mut seen = std::collections::HashSet::new();
+        let mut map = HashMap::new();
         for path in super::namespaces::namespace_files() {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
             let inode = meta.ino() as u32;
-            if !seen.insert(inode) || self.map.values().any(|v| *v == inode) {
+            if !seen.insert(inode) {
                 continue;
             }
             if let Some(cookie) = cookie_of(path) {
-                self.map.insert(cookie, inode);
+                map.insert(cookie, inode);
             }
         }
+        self.map = map;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Who a network namespace belongs to.
 //!
-//! A [`PodSource`] names the pod that owns a network namespace (today: the
-//! netns names under `/run/netns`; next: Kubernetes). [`Pods`] asks it once
+//! A [`PodSource`] names the pod that owns a network namespace (the netns
+//! names under `/run/netns`, or the Kubernetes API). [`Pods`] asks it once
 //! per namespace and remembers the answer, so nothing downstream resolves a
 //! name per event.
 
@@ -94,6 +94,13 @@ pub trait PodSource: Send {
         None
     }
 
+    /// Whether the answer given for `netns` still holds: the kernel reuses a
+    /// namespace's inode number for the next one, so a named namespace is
+    /// checked again now and then (default: names never go stale).
+    fn still_current(&self, _netns: u32) -> bool {
+        true
+    }
+
     /// The pod a process in the host's network namespace belongs to, by its
     /// cgroup (hostNetwork pods); `None` for the host's own processes.
     fn lookup_cgroup(&mut self, _cgroup_id: u64) -> Option<PodName> {
@@ -105,19 +112,27 @@ pub trait PodSource: Send {
 /// (or a cgroup no pod claimed stays the host's) before the source is asked again.
 const RETRY_UNNAMED: Duration = Duration::from_secs(1);
 
+/// The longest wait before asking again about a namespace no source names.
+const MAX_RETRY_UNNAMED: Duration = Duration::from_secs(60);
+
+/// How often a named namespace's name is checked to still hold.
+const RECHECK_NAMED: Duration = Duration::from_secs(5);
+
 /// Host-network cgroups remembered at most (then forgotten all at once).
 const MAX_CGROUPS: usize = 65_536;
 
 /// The pod of each network namespace, asked of the source once per namespace.
 pub struct Pods {
     source: Box<dyn PodSource>,
-    named: HashMap<u32, PodName>,
+    /// Named namespaces, and when to check their name still holds.
+    named: HashMap<u32, (PodName, Instant)>,
     /// Host-network processes' cgroups that belong to a pod.
     by_cgroup: HashMap<u64, PodName>,
     /// Host-network cgroups no pod claimed, and when to ask again.
     host_cgroups: HashMap<u64, Instant>,
-    /// Namespaces the source could not name, and when to ask again.
-    unnamed: HashMap<u32, (PodName, Instant)>,
+    /// Namespaces the source could not name, when to ask again, and how
+    /// long the wait after that will be (it doubles up to a minute).
+    unnamed: HashMap<u32, (PodName, Instant, Duration)>,
     /// Times the source was asked (for tests: never per event).
     pub lookups: u64,
 }
@@ -136,26 +151,33 @@ impl Pods {
 
     /// The pod that owns `netns`.
     pub fn get(&mut self, netns: u32) -> PodName {
-        if let Some(pod) = self.named.get(&netns) {
-            return pod.clone();
-        }
         let now = Instant::now();
-        if let Some((pod, retry_at)) = self.unnamed.get(&netns)
-            && now < *retry_at
-        {
-            return pod.clone();
+        if let Some((pod, check_at)) = self.named.get_mut(&netns) {
+            if now < *check_at {
+                return pod.clone();
+            }
+            if self.source.still_current(netns) {
+                *check_at = now + RECHECK_NAMED;
+                return pod.clone();
+            }
+            // Another namespace now has this inode: ask again.
+            self.named.remove(&netns);
         }
+        let wait = match self.unnamed.get(&netns) {
+            Some((pod, retry_at, _)) if now < *retry_at => return pod.clone(),
+            Some((_, _, wait)) => (*wait * 2).min(MAX_RETRY_UNNAMED),
+            None => RETRY_UNNAMED,
+        };
         self.lookups += 1;
         match self.source.lookup(netns) {
             Some(pod) => {
                 self.unnamed.remove(&netns);
-                self.named.insert(netns, pod.clone());
+                self.named.insert(netns, (pod.clone(), now + RECHECK_NAMED));
                 pod
             }
             None => {
                 let pod = PodName::unnamed(netns);
-                self.unnamed
-                    .insert(netns, (pod.clone(), now + RETRY_UNNAMED));
+                self.unnamed.insert(netns, (pod.clone(), now + wait, wait));
                 pod
             }
         }
@@ -203,7 +225,7 @@ impl Pods {
     pub fn peek_owned(&self, netns: u32, cgroup_id: u64) -> PodName {
         self.by_cgroup
             .get(&cgroup_id)
-            .filter(|_| self.named.get(&netns) == Some(&PodName::host()))
+            .filter(|_| self.named.get(&netns).map(|(pod, _)| pod) == Some(&PodName::host()))
             .cloned()
             .unwrap_or_else(|| self.peek(netns))
     }
@@ -218,7 +240,8 @@ impl Pods {
     pub fn peek(&self, netns: u32) -> PodName {
         self.named
             .get(&netns)
-            .or_else(|| self.unnamed.get(&netns).map(|(pod, _)| pod))
+            .map(|(pod, _)| pod)
+            .or_else(|| self.unnamed.get(&netns).map(|(pod, _, _)| pod))
             .cloned()
             .unwrap_or_else(|| PodName::unnamed(netns))
     }
@@ -236,7 +259,7 @@ mod tests {
     impl PodSource for Late {
         fn lookup(&mut self, netns: u32) -> Option<PodName> {
             self.asked += 1;
-            (netns == 1 && self.asked > 1).then(|| PodName {
+            (netns == 1 && self.asked > 2).then(|| PodName {
                 namespace: "shop".into(),
                 pod: "cart".into(),
                 workload: None,
@@ -256,11 +279,18 @@ mod tests {
         );
         // Past the retry time the source is asked again, and its answer sticks.
         pods.unnamed.get_mut(&1).unwrap().1 = Instant::now();
+        assert_eq!(pods.get(1).pod, "netns-1", "not named yet");
+        assert_eq!(
+            pods.unnamed[&1].2,
+            RETRY_UNNAMED * 2,
+            "the wait doubles while unnamed"
+        );
+        pods.unnamed.get_mut(&1).unwrap().1 = Instant::now();
         assert_eq!(pods.get(1).qualified(), "shop/cart");
         for _ in 0..1000 {
             pods.get(1);
         }
-        assert_eq!(pods.lookups, 2);
+        assert_eq!(pods.lookups, 3);
         assert_eq!(pods.peek(1).pod, "cart");
         assert_eq!(pods.peek(9).pod, "netns-9");
     }

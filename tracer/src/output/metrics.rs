@@ -143,6 +143,8 @@ pub struct Metrics {
     pub records_skipped: Family<ReasonLabels, Counter>,
     pub label_overflows: Family<LabelLabels, Counter>,
     pub kubernetes_synced: Gauge,
+    pub process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub process_resident_memory: Gauge,
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
@@ -169,6 +171,8 @@ impl Metrics {
             records_skipped: Family::default(),
             label_overflows: Family::default(),
             kubernetes_synced: Gauge::default(),
+            process_cpu_seconds: Counter::default(),
+            process_resident_memory: Gauge::default(),
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
@@ -217,7 +221,7 @@ impl Metrics {
         );
         registry.register(
             "open_connections_to_terminating_pods",
-            "Open connections whose destination has stopped listening",
+            "Open connections whose destination is terminating: its listener on this node closed, or the cluster marked its pod terminating",
             m.open_to_terminating.clone(),
         );
         registry.register(
@@ -239,6 +243,17 @@ impl Metrics {
             "records_skipped",
             "Kernel records not decoded: shorter than their type, or of an unknown kind (a build mismatch)",
             m.records_skipped.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time the daemon used (user and system)",
+            m.process_cpu_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "process_resident_memory",
+            "The daemon's resident memory",
+            prometheus_client::registry::Unit::Bytes,
+            m.process_resident_memory.clone(),
         );
         registry.register(
             "label_overflows",
@@ -467,6 +482,11 @@ impl Output for MetricsOutput {
                 })
                 .set(n as i64);
         }
+        if let Some(usage) = ProcessUsage::read() {
+            let cpu = &m.process_cpu_seconds;
+            cpu.inc_by((usage.cpu_seconds - cpu.get()).max(0.0));
+            m.process_resident_memory.set(usage.resident_bytes as i64);
+        }
         let (peers, names) = p.analysis.label_overflows();
         for (label, total) in [("peer", peers), ("name", names)] {
             raise_to(
@@ -491,5 +511,34 @@ impl Output for MetricsOutput {
             );
         }
         Ok(Flow::Continue)
+    }
+}
+
+/// The daemon's own CPU time and resident memory, from /proc/self.
+struct ProcessUsage {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+}
+
+impl ProcessUsage {
+    fn read() -> Option<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised command name: utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(Self {
+            cpu_seconds: (utime + stime) / ticks.max(1) as f64,
+            resident_bytes: resident * page.max(1) as u64,
+        })
     }
 }

@@ -238,7 +238,10 @@ impl FakeApiServer {
             object,
         };
         store.history.push(change.clone());
-        let _ = self.shared.changes.send(change);
+        // While down nothing is delivered: watchers learn of it on their return.
+        if !self.shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.shared.changes.send(change);
+        }
     }
 
     /// Forgets history: a watch resuming from before now gets `410 Gone`;
@@ -482,7 +485,9 @@ fn watch_stream(shared: Shared, resource: Resource, query: BTreeMap<String, Stri
                     Err(_) => return,
                 },
                 _ = tick.tick(), if bookmarks => {
-                    let rv = shared.store.lock().unwrap().rv;
+                    // Up to the last event this stream delivered: never past an
+                    // event it did not (one deleted "silently" was compacted away).
+                    let rv = last_rv;
                     tx.send(line(
                         "BOOKMARK",
                         &json!({

@@ -6,6 +6,7 @@
 mod envoy;
 pub mod net;
 mod procs;
+mod prometheus;
 mod scenarios;
 pub mod scrape;
 
@@ -95,6 +96,10 @@ pub struct Outcome {
     pub not_reproduced: Option<String>,
 }
 
+/// Dashboard panel queries (`title: expr`) that returned data in some scenario.
+pub static DASHBOARD_DATA: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Runs of one scenario before a fault that never reproduces counts as failed.
 const ATTEMPTS: usize = 3;
 
@@ -149,6 +154,9 @@ pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
         );
         outcomes.push(outcome);
     }
+    if only.is_none() {
+        outcomes.push(dashboard_outcome());
+    }
     let failed: Vec<_> = outcomes
         .iter()
         .filter(|o| !o.failed.is_empty())
@@ -178,3 +186,45 @@ pub fn daemon_addr(n: u8) -> SocketAddr {
 }
 
 pub const SETTLE: Duration = Duration::from_millis(2500);
+
+/// After every scenario: each dashboard panel query returned data in at
+/// least one of them (through the scenarios' real Prometheus).
+fn dashboard_outcome() -> Outcome {
+    println!("\n=== lab: the Grafana dashboard's queries against the scenarios' Prometheus");
+    let mut outcome = Outcome {
+        name: "dashboard",
+        lines: Vec::new(),
+        failed: Vec::new(),
+        not_reproduced: None,
+    };
+    match prometheus::dashboard_queries() {
+        Ok(queries) => {
+            let seen = DASHBOARD_DATA.lock().expect("dashboard lock");
+            for (title, expr) in queries {
+                if seen.contains(&format!("{title}: {expr}")) {
+                    outcome.lines.push(format!("data: {title}: {expr}"));
+                } else {
+                    outcome
+                        .failed
+                        .push(format!("no data in any scenario: {title}: {expr}"));
+                }
+            }
+        }
+        Err(e) => outcome.failed.push(format!("{e:#}")),
+    }
+    for line in &outcome.lines {
+        println!("    {line}");
+    }
+    for f in &outcome.failed {
+        println!("    FAILED: {f}");
+    }
+    println!(
+        "    {}",
+        if outcome.failed.is_empty() {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    outcome
+}

@@ -11,6 +11,7 @@ use super::{
     envoy::{self, Sidecar},
     net::Network,
     procs::{Proc, wait_until},
+    prometheus::Prometheus,
     scrape,
 };
 
@@ -68,6 +69,8 @@ struct Stage {
     dir: std::path::PathBuf,
     procs: Vec<Proc>,
     daemon: std::net::SocketAddr,
+    /// A real Prometheus scraping the daemon with the shipped alert rules.
+    prometheus: Prometheus,
     net: Network,
     /// What happened before the scenario's own traffic (readiness checks):
     /// Envoy log lines and the daemon's samples, subtracted in the checks.
@@ -80,10 +83,16 @@ impl Stage {
         let namespace = format!("lab{n}");
         let net = Network::new(&namespace, n)?;
         let daemon = daemon_addr(n);
+        let prometheus = Prometheus::start(
+            &dir,
+            daemon,
+            std::net::SocketAddr::from(([127, 0, 0, 1], 19700 + u16::from(n))),
+        )?;
         let mut stage = Stage {
             dir,
             procs: Vec::new(),
             daemon,
+            prometheus,
             net,
             baseline: (0, Vec::new()),
         };
@@ -106,6 +115,27 @@ impl Stage {
             scrape::get(daemon, "/readyz").is_ok_and(|(code, _)| code == 200)
         })?;
         Ok(stage)
+    }
+
+    /// Queries every dashboard panel in this scenario's Prometheus and
+    /// remembers which returned data (the lab checks all did, somewhere).
+    fn dashboard_data(&self, lines: &mut Vec<String>) {
+        let Ok(queries) = super::prometheus::dashboard_queries() else {
+            lines.push("dashboard: cannot read deploy/grafana/conntracer.json".to_owned());
+            return;
+        };
+        let mut seen = super::DASHBOARD_DATA.lock().expect("dashboard lock");
+        let mut with_data = 0;
+        for (title, expr) in &queries {
+            if self.prometheus.query(expr).is_ok_and(|n| n > 0) {
+                with_data += 1;
+                seen.insert(format!("{title}: {expr}"));
+            }
+        }
+        lines.push(format!(
+            "dashboard: {with_data} of {} panel queries returned data",
+            queries.len()
+        ));
     }
 
     /// The common outbound set-up: the app in `cart` with its idle timeout,
@@ -446,6 +476,31 @@ fn check_fault(
             if stale { "stale " } else { "" }
         ));
     }
+    // The shipped alert for this cause fires in a real Prometheus.
+    if not_reproduced.is_none() {
+        let alert = match cause {
+            "idle_timeout" => Some("ConntracerIdleTimeout503s"),
+            "pod_terminating" => Some("ConntracerPodTerminating503s"),
+            "app_not_listening" => Some("ConntracerAppNotListening503s"),
+            _ => None,
+        };
+        let (alert, labels) = match alert {
+            Some(a) => (a, vec![("namespace", ns.as_str()), ("pod", pod)]),
+            // Causes without a 503 alert of their own: the stale-failure alert.
+            None => (
+                "ConntracerStaleConnectionFailures",
+                vec![("namespace", ns.as_str()), ("cause", cause)],
+            ),
+        };
+        match stage
+            .prometheus
+            .wait_firing(alert, &labels, Duration::from_secs(30))
+        {
+            Ok(()) => lines.push(format!("Prometheus: {alert} firing")),
+            Err(e) => failed.push(format!("Prometheus: {e:#}")),
+        }
+    }
+    stage.dashboard_data(&mut lines);
     match finding {
         Some(f) => {
             lines.push(format!(
@@ -589,7 +644,7 @@ fn check_clean(stage: &Stage, name: &'static str, summary: Value) -> Result<Outc
         "conntracer_connections_opened_total",
         &[("namespace", &ns)],
     );
-    let lines = vec![
+    let mut lines = vec![
         format!("client: {summary}"),
         format!(
             "Envoy access log: {} requests, {envoy_503} x 503",
@@ -610,6 +665,25 @@ fn check_clean(stage: &Stage, name: &'static str, summary: Value) -> Result<Outc
         ));
     }
     let not_reproduced = None;
+    // Give the rules time to evaluate (their `for:` is 5 s here), then none
+    // may fire or be pending for this namespace.
+    std::thread::sleep(Duration::from_secs(7));
+    let alerts: Vec<String> = stage
+        .prometheus
+        .alerts()?
+        .into_iter()
+        .filter(|(_, _, l)| l["namespace"] == ns.as_str())
+        .map(|(name, state, _)| format!("{name} ({state})"))
+        .collect();
+    if alerts.is_empty() {
+        lines.push("Prometheus: no alert for this namespace".to_owned());
+    } else {
+        failed.push(format!(
+            "Prometheus alerts in a control: {}",
+            alerts.join(", ")
+        ));
+    }
+    stage.dashboard_data(&mut lines);
     Ok(Outcome {
         name,
         lines,
@@ -919,6 +993,17 @@ fn dns_scenario(lab: &Lab, s: &Scenario, n: u8, new_dns: bool) -> Result<Outcome
             "only {attributed} of Envoy's {envoy_503} 503s counted under dns_stale"
         ));
     }
+    if not_reproduced.is_none() {
+        match stage.prometheus.wait_firing(
+            "ConntracerDnsStale503s",
+            &[("namespace", ns.as_str()), ("pod", "frontend")],
+            Duration::from_secs(30),
+        ) {
+            Ok(()) => lines.push("Prometheus: ConntracerDnsStale503s firing".to_owned()),
+            Err(e) => failed.push(format!("Prometheus: {e:#}")),
+        }
+    }
+    stage.dashboard_data(&mut lines);
     if let Some(f) = &finding {
         lines.push(format!(
             "diagnose: {}",

@@ -38,7 +38,8 @@ pub struct ClusterState {
     services: HashMap<String, (ServiceName, Vec<IpAddr>)>,
     service_by_ip: HashMap<IpAddr, ServiceName>,
     slices: HashMap<String, Vec<EndpointInfo>>,
-    endpoint_by_ip: HashMap<IpAddr, EndpointInfo>,
+    /// Endpoints by IP: one IP may be in several slices (several Services).
+    endpoint_by_ip: HashMap<IpAddr, Vec<EndpointInfo>>,
     /// Keys seen since a relist began, per kind (`None`: not relisting).
     relisting: HashMap<Kind, HashSet<String>>,
     synced: HashSet<Kind>,
@@ -55,6 +56,12 @@ pub enum Change<K> {
     ListStart,
     /// The (re)list is complete.
     ListDone,
+}
+
+/// Whether a pod's IPs are its own: not the node's (hostNetwork), and not
+/// released (Succeeded or Failed pods keep listing an IP another pod may have).
+fn owns_ips(p: &PodInfo) -> bool {
+    !p.host_network && !p.finished
 }
 
 fn key(namespace: &Option<String>, name: &Option<String>) -> Option<String> {
@@ -102,9 +109,16 @@ impl ClusterState {
         self.service_by_ip.get(&ip)
     }
 
-    /// The endpoint (of some Service) at `ip`, with its conditions.
+    /// The endpoint (of some Service) at `ip`, with its conditions; none for
+    /// endpoints of hostNetwork pods (their IP is the node's, which every
+    /// host process shares).
     pub fn endpoint(&self, ip: IpAddr) -> Option<&EndpointInfo> {
-        self.endpoint_by_ip.get(&ip)
+        self.endpoint_by_ip.get(&ip)?.iter().find(|e| {
+            e.pod_uid
+                .as_ref()
+                .and_then(|uid| self.pods.get(uid))
+                .is_none_or(owns_ips)
+        })
     }
 
     pub fn pod(&mut self, change: Change<Pod>) {
@@ -113,17 +127,26 @@ impl ClusterState {
                 let Some(info) = PodInfo::from_pod(&pod) else {
                     return;
                 };
-                self.seen(Kind::Pods, format!("{}/{}", info.namespace, info.name));
-                self.remove_pod(&info.uid);
-                for ip in &info.ips {
-                    // The newest pod on an IP owns it (a reused IP is a new peer).
-                    let newer = self
-                        .pod_by_ip
-                        .get(ip)
-                        .and_then(|uid| self.pods.get(uid))
-                        .is_none_or(|old| old.created <= info.created);
-                    if newer && !info.host_network {
-                        self.pod_by_ip.insert(*ip, info.uid.clone());
+                // Relists are matched by uid: a pod recreated under the same
+                // name (a StatefulSet's) is another pod.
+                self.seen(Kind::Pods, info.uid.clone());
+                let same_addresses = self.pods.get(&info.uid).is_some_and(|old| {
+                    old.ips == info.ips
+                        && old.host_network == info.host_network
+                        && old.finished == info.finished
+                });
+                if !same_addresses {
+                    self.remove_pod(&info.uid);
+                    for ip in &info.ips {
+                        // The newest running pod on an IP owns it (a reused IP is a new peer).
+                        let newer = self
+                            .pod_by_ip
+                            .get(ip)
+                            .and_then(|uid| self.pods.get(uid))
+                            .is_none_or(|old| old.created <= info.created);
+                        if newer && owns_ips(&info) {
+                            self.pod_by_ip.insert(*ip, info.uid.clone());
+                        }
                     }
                 }
                 self.pods.insert(info.uid.clone(), info);
@@ -137,8 +160,8 @@ impl ClusterState {
             Change::ListDone => {
                 let gone: Vec<String> = self.list_gone(Kind::Pods, |s| {
                     s.pods
-                        .values()
-                        .map(|p| (format!("{}/{}", p.namespace, p.name), p.uid.clone()))
+                        .keys()
+                        .map(|uid| (uid.clone(), uid.clone()))
                         .collect()
                 });
                 for uid in gone {
@@ -200,7 +223,7 @@ impl ClusterState {
                 self.remove_slice(&k);
                 let list = endpoints(&slice);
                 for e in &list {
-                    self.endpoint_by_ip.insert(e.ip, e.clone());
+                    self.endpoint_by_ip.entry(e.ip).or_default().push(e.clone());
                 }
                 self.slices.insert(k, list);
             }
@@ -230,7 +253,7 @@ impl ClusterState {
                     if let Some(next) = self
                         .pods
                         .values()
-                        .filter(|p| !p.host_network && p.ips.contains(&ip))
+                        .filter(|p| owns_ips(p) && p.ips.contains(&ip))
                         .max_by_key(|p| p.created)
                     {
                         self.pod_by_ip.insert(ip, next.uid.clone());
@@ -253,8 +276,13 @@ impl ClusterState {
     fn remove_slice(&mut self, k: &str) {
         if let Some(list) = self.slices.remove(k) {
             for e in list {
-                if self.endpoint_by_ip.get(&e.ip) == Some(&e) {
-                    self.endpoint_by_ip.remove(&e.ip);
+                if let Some(at_ip) = self.endpoint_by_ip.get_mut(&e.ip) {
+                    if let Some(i) = at_ip.iter().position(|x| *x == e) {
+                        at_ip.remove(i);
+                    }
+                    if at_ip.is_empty() {
+                        self.endpoint_by_ip.remove(&e.ip);
+                    }
                 }
             }
         }

@@ -28,8 +28,12 @@ pub struct PodInfo {
     /// An Istio sidecar is injected (container `istio-proxy`, or a native
     /// sidecar init container of that name).
     pub sidecar: bool,
-    /// When the pod was asked to terminate (`metadata.deletionTimestamp`).
+    /// When the pod was asked to terminate: `metadata.deletionTimestamp` is
+    /// that moment plus the grace period (the deadline), so the grace period
+    /// (`deletionGracePeriodSeconds`) is taken off again.
     pub deleting_since: Option<SystemTime>,
+    /// Succeeded or Failed: its IP may be given to another pod already.
+    pub finished: bool,
     pub created: Option<SystemTime>,
 }
 
@@ -78,7 +82,14 @@ impl PodInfo {
                         .flatten()
                         .any(|c| istio(c) && c.restart_policy.as_deref() == Some("Always"))
             }),
-            deleting_since: meta.deletion_timestamp.as_ref().map(|t| t.0.into()),
+            deleting_since: meta.deletion_timestamp.as_ref().map(|t| {
+                let deadline: SystemTime = t.0.into();
+                let grace = meta.deletion_grace_period_seconds.unwrap_or(0).max(0) as u64;
+                deadline - std::time::Duration::from_secs(grace)
+            }),
+            finished: status
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed"),
             created: meta.creation_timestamp.as_ref().map(|t| t.0.into()),
         })
     }

@@ -35,6 +35,10 @@ pub struct KubernetesPods {
     node: String,
     host_inode: Option<u32>,
     cgroups: CgroupPaths,
+    /// The pod uid each namespace was named after (checked to still exist).
+    named: std::collections::HashMap<u32, String>,
+    /// Said once: no pod of the synced cluster runs on this node's name.
+    warned_node: bool,
 }
 
 impl KubernetesPods {
@@ -44,6 +48,8 @@ impl KubernetesPods {
             node,
             host_inode: host_netns_inode(),
             cgroups: CgroupPaths::new(cgroup2_mount().map(PathBuf::from)),
+            named: std::collections::HashMap::new(),
+            warned_node: false,
         }
     }
 }
@@ -56,12 +62,36 @@ impl PodSource for KubernetesPods {
         let path = namespace_file(netns)?;
         let addresses = in_namespace(&path, local_addresses)?;
         let cluster = self.cluster.read().expect("cluster lock");
-        addresses.iter().find_map(|ip| {
+        let pod = addresses.iter().find_map(|ip| {
             cluster
                 .pod_by_ip(*ip)
                 .filter(|p| p.node.as_deref() == Some(self.node.as_str()))
-                .map(pod_name)
-        })
+        });
+        if pod.is_none()
+            && !self.warned_node
+            && cluster.synced()
+            && !cluster
+                .pods()
+                .any(|p| p.node.as_deref() == Some(self.node.as_str()))
+        {
+            self.warned_node = true;
+            tracing::warn!(
+                "no pod of the cluster runs on node {:?}: set --node-name (or NODE_NAME) to this node's name in Kubernetes",
+                self.node
+            );
+        }
+        let pod = pod?;
+        self.named.insert(netns, pod.uid.clone());
+        Some(pod_name(pod))
+    }
+
+    /// The pod a namespace was named after still exists (its inode may have
+    /// gone to another pod's namespace since).
+    fn still_current(&self, netns: u32) -> bool {
+        let cluster = self.cluster.read().expect("cluster lock");
+        self.named
+            .get(&netns)
+            .is_none_or(|uid| cluster.pod_by_uid(uid).is_some_and(|p| !p.finished))
     }
 
     /// hostNetwork pods of this node, by the pod uid in their cgroup's path.

@@ -15,7 +15,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::ListParams,
+    api::WatchParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, watcher},
 };
@@ -91,14 +91,15 @@ async fn watch<K>(
     let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     // A resumed watch says nothing until something changes: while failing,
-    // a one-item list every few seconds tells when the API answers again.
+    // a one-second watch every few seconds tells when the API answers again.
     let mut probe = tokio::time::interval(PROBE_WHILE_FAILING);
     let mut failing = false;
     loop {
         let next = tokio::select! {
             next = stream.try_next() => next,
             _ = probe.tick(), if failing => {
-                if api.list(&ListParams::default().limit(1)).await.is_ok() {
+                // A watch (not a list): it needs the verb the watcher needs.
+                if api.watch(&WatchParams::default().timeout(1), "0").await.is_ok() {
                     recovered(&cluster, kind, &mut failing);
                 }
                 continue;
