@@ -4,7 +4,7 @@
 //!
 //! The rules are deploy/prometheus/rules.yml with their time scales shrunk
 //! for a lab that lasts seconds: `for:` becomes 5 s and every range window
-//! 2 m (rates stay rates; thresholds are unchanged).
+//! and offset 2 m (thresholds are unchanged).
 
 use std::{
     net::SocketAddr,
@@ -44,6 +44,7 @@ pub fn lab_rules() -> Result<String> {
             ["[5m]", "[10m]", "[15m]"]
                 .iter()
                 .fold(shrunk, |l, w| l.replace(w, "[2m]"))
+                .replace("offset 5m", "offset 2m")
         })
         .collect::<Vec<_>>()
         .join("\n"))
@@ -124,9 +125,17 @@ impl Prometheus {
         })
     }
 
-    /// Number of series an instant query returns.
+    /// Number of series a range query over the last five minutes returns
+    /// (what a dashboard panel would draw over the scenario).
     pub fn query(&self, expr: &str) -> Result<usize> {
-        let data = self.api(&format!("/api/v1/query?query={}", encode(expr)))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let data = self.api(&format!(
+            "/api/v1/query_range?query={}&start={}&end={now}&step=1",
+            encode(expr),
+            now - 300
+        ))?;
         Ok(data["result"].as_array().map_or(0, Vec::len))
     }
 }
