@@ -352,8 +352,30 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
         PODS,
         pod("pay", "ledger-7d9f8-l1", "l1", &ledger_ip, "node-b", 0),
     );
-    api.put(SERVICES, service("pay", "ledger", "10.96.7.7"));
-    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, false));
+    // The Service exposes the pods' 8443 as 443 ("https"), as its slices say.
+    let ledger_service = || {
+        let mut svc = service("pay", "ledger", "10.96.7.7");
+        svc.spec.as_mut().unwrap().ports = Some(vec![k8s_openapi::api::core::v1::ServicePort {
+            name: Some("https".into()),
+            port: 443,
+            target_port: Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("https".into()),
+            ),
+            ..Default::default()
+        }]);
+        svc
+    };
+    let ledger_slice = |terminating| {
+        let mut s = slice("pay", "ledger", &ledger_ip, terminating);
+        s.ports = Some(vec![k8s_openapi::api::discovery::v1::EndpointPort {
+            name: Some("https".into()),
+            port: Some(8443),
+            ..Default::default()
+        }]);
+        s
+    };
+    api.put(SERVICES, ledger_service());
+    api.put(ENDPOINT_SLICES, ledger_slice(false));
     let kubeconfig = api.kubeconfig(token);
 
     let addr: SocketAddr = "127.0.0.1:19463".parse().unwrap();
@@ -405,7 +427,7 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
         ));
     deleting.metadata.deletion_grace_period_seconds = Some(30);
     api.put(PODS, deleting);
-    api.put(ENDPOINT_SLICES, slice("pay", "ledger", &ledger_ip, true));
+    api.put(ENDPOINT_SLICES, ledger_slice(true));
     std::thread::sleep(Duration::from_millis(500));
     refused();
 
@@ -478,6 +500,13 @@ fn kubernetes_names_pods_peers_and_terminating_pods_elsewhere() {
             .unwrap()
             .contains("host: ledger.pay.svc.cluster.local"),
         "{finding}"
+    );
+    assert!(
+        finding["remedy"]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("number: 443"),
+        "the Service's port (a named targetPort), not the pod's 8443: {finding}"
     );
     // diagnose against this daemon, as a user would; both kept as examples.
     let out = Command::new(env!("CARGO_BIN_EXE_conntracer"))

@@ -69,7 +69,7 @@ pub fn gather(
     // The cluster may know the destination pod is terminating, wherever it runs.
     let failed_at = src.clock.wall(at_ns);
     let (peer_terminating_since, peer_terminating_before) =
-        match src.pods.peer(conn.remote.ip()).and_then(|p| p.terminating) {
+        match src.pods.peer(conn.remote).and_then(|p| p.terminating) {
             Some(t) => {
                 let since = t.since.unwrap_or(failed_at);
                 let before = failed_at.duration_since(since).unwrap_or(Duration::ZERO);

@@ -202,6 +202,10 @@ pub struct Failure {
     /// The Service host the cluster knows the destination by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_host: Option<String>,
+    /// The Service's port for the destination (the remote port may be the
+    /// pod's targetPort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// How the connection ended.

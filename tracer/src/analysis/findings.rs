@@ -40,8 +40,9 @@ struct Pattern {
     learned_peer_idle_close: Option<Duration>,
     /// The DNS name behind the destination, when one was seen.
     dns_name: Option<String>,
-    /// The Service host the cluster knows it by.
+    /// The Service host and port the cluster knows it by.
     service_host: Option<String>,
+    service_port: Option<u16>,
     samples: VecDeque<Failure>,
 }
 
@@ -68,6 +69,8 @@ pub struct Mismatch {
     pub destination: SocketAddr,
     /// The Service host the cluster knows the destination by.
     pub peer_host: Option<String>,
+    /// The Service's port for it.
+    pub peer_port: Option<u16>,
     pub peer_idle_close: Duration,
     pub peer_idle_closes: u64,
     pub max_reuse_idle: Duration,
@@ -235,6 +238,7 @@ impl Findings {
             learned_peer_idle_close: None,
             dns_name: None,
             service_host: None,
+            service_port: None,
             samples: VecDeque::new(),
         });
         let count = p.by_cause.entry(f.cause).or_insert(CauseCount {
@@ -253,6 +257,7 @@ impl Findings {
         }
         if f.peer_host.is_some() {
             p.service_host = f.peer_host.clone();
+            p.service_port = f.peer_port;
         }
         p.destination = f.remote;
         if learned.is_some() {
@@ -338,7 +343,7 @@ fn pattern_finding(k: &Key, p: &Pattern) -> Finding {
     let target = Target {
         namespace: k.namespace.clone(),
         host,
-        port: p.destination.port(),
+        port: p.service_port.unwrap_or(p.destination.port()),
     };
     let sum = |field: fn(&CauseCount) -> u64| causes.iter().map(field).sum::<u64>();
     let stale = sum(|c| c.stale_failures);
@@ -382,7 +387,7 @@ fn mismatch_finding(m: &Mismatch) -> Finding {
             .peer_host
             .clone()
             .unwrap_or_else(|| host_of(&m.peer, &m.namespace, m.destination)),
-        port: m.destination.port(),
+        port: m.peer_port.unwrap_or(m.destination.port()),
     };
     Finding {
         kind: FindingKind::IdleTimeoutMismatch,

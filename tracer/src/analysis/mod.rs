@@ -303,6 +303,7 @@ impl Analysis {
         };
         let (facts, evidence) = facts::gather(conn, at_ns, dns_name, &sources);
         let labels = self.labels((conn.netns, conn.process.cgroup_id), conn.role, conn.remote);
+        let peer = self.naming.pods.peer(conn.remote);
         Failure {
             time: self.clock.wall(at_ns),
             at_ns,
@@ -319,11 +320,8 @@ impl Analysis {
                 .is_proxy(conn.process.uid, &conn.process.comm),
             direction: labels.direction,
             peer: labels.peer,
-            peer_host: self
-                .naming
-                .pods
-                .peer(conn.remote.ip())
-                .and_then(|p| p.service_host),
+            peer_host: peer.as_ref().and_then(|p| p.service_host.clone()),
+            peer_port: peer.as_ref().and_then(|p| p.service_port),
             local: conn.local,
             remote: conn.remote,
             end: conn.end.unwrap_or(EndReason::LocalClose),
@@ -343,6 +341,7 @@ impl Analysis {
         self.idle
             .iter()
             .filter_map(|(&(netns, remote), d)| {
+                let peer = self.naming.pods.peer(remote);
                 let labels =
                     self.naming
                         .peek_labels(&self.topology, (netns, 0), Role::Client, remote);
@@ -352,11 +351,8 @@ impl Analysis {
                     direction: labels.direction,
                     peer: labels.peer,
                     destination: remote,
-                    peer_host: self
-                        .naming
-                        .pods
-                        .peer(remote.ip())
-                        .and_then(|p| p.service_host),
+                    peer_host: peer.as_ref().and_then(|p| p.service_host.clone()),
+                    peer_port: peer.as_ref().and_then(|p| p.service_port),
                     peer_idle_close: d.learned_peer_idle_close()?,
                     peer_idle_closes: d.peer_idle_close_count,
                     max_reuse_idle: d.max_reuse_idle,
@@ -423,7 +419,7 @@ impl Analysis {
                 || self
                     .naming
                     .pods
-                    .peer(conn.remote.ip())
+                    .peer(conn.remote)
                     .is_some_and(|p| p.terminating.is_some());
             if terminating {
                 let pod = self

@@ -180,7 +180,7 @@ impl Naming {
     fn peer_candidate(&self, dest_pod: Option<PodName>, role: Role, remote: SocketAddr) -> String {
         if role == Role::Client {
             // The cluster's name for an address wins over what this node saw.
-            if let Some(peer) = self.pods.peer(remote.ip()) {
+            if let Some(peer) = self.pods.peer(remote) {
                 return peer.label;
             }
             if let Some(pod) = dest_pod {

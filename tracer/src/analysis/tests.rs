@@ -37,10 +37,12 @@ struct LabPods;
 const LEDGER: &str = "10.0.9.9";
 
 impl PodSource for LabPods {
-    fn peer(&self, ip: std::net::IpAddr) -> Option<crate::metadata::Peer> {
-        (ip.to_string() == LEDGER).then(|| crate::metadata::Peer {
+    fn peer(&self, addr: SocketAddr) -> Option<crate::metadata::Peer> {
+        (addr.ip().to_string() == LEDGER).then(|| crate::metadata::Peer {
             label: "pay/ledger".into(),
             service_host: Some("ledger.pay.svc.cluster.local".into()),
+            // The pod listens on 8443; the Service exposes it as 443.
+            service_port: Some(443),
             terminating: Some(crate::metadata::Termination {
                 since: Some(UNIX_EPOCH + Duration::from_secs(1)),
             }),
@@ -718,6 +720,11 @@ fn a_peer_the_cluster_says_is_terminating_is_pod_terminating_on_any_node() {
             .yaml
             .contains("host: ledger.pay.svc.cluster.local"),
         "{}",
+        findings[0].remedy.yaml
+    );
+    assert!(
+        findings[0].remedy.yaml.contains("number: 443"),
+        "the Service's port, not the pod's 8443: {}",
         findings[0].remedy.yaml
     );
 }

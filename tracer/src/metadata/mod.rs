@@ -13,7 +13,7 @@ pub mod netns;
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::SocketAddr,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -72,6 +72,9 @@ pub struct Peer {
     pub label: String,
     /// The Service host the destination is known by (`cart.shop.svc.cluster.local`).
     pub service_host: Option<String>,
+    /// The Service's port for the destination's port (a pod's targetPort
+    /// maps back to the port the Service exposes).
+    pub service_port: Option<u16>,
     /// The pod behind the address is terminating (deletion requested, or its
     /// endpoint marked `terminating`), since when if known.
     pub terminating: Option<Termination>,
@@ -89,8 +92,8 @@ pub trait PodSource: Send {
     /// cannot tell (yet: the pod may not be known to it so far).
     fn lookup(&mut self, netns: u32) -> Option<PodName>;
 
-    /// What the cluster knows about `ip` as a destination (any node).
-    fn peer(&self, _ip: IpAddr) -> Option<Peer> {
+    /// What the cluster knows about `addr` as a destination (any node).
+    fn peer(&self, _addr: SocketAddr) -> Option<Peer> {
         None
     }
 
@@ -232,8 +235,8 @@ impl Pods {
 
     /// What the source knows about a remote address (not cached: a pod's
     /// termination changes).
-    pub fn peer(&self, ip: IpAddr) -> Option<Peer> {
-        self.source.peer(ip)
+    pub fn peer(&self, addr: SocketAddr) -> Option<Peer> {
+        self.source.peer(addr)
     }
 
     /// The pod that owns `netns`, if it is already known; asks nothing.

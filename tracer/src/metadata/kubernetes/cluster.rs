@@ -14,7 +14,7 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 
-use super::model::{EndpointInfo, PodInfo, endpoints};
+use super::model::{EndpointInfo, PodInfo, ServicePort, endpoints, service_ports};
 
 /// The kinds watched, each synced on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +36,7 @@ pub struct ClusterState {
     pods: HashMap<String, PodInfo>,
     pod_by_ip: HashMap<IpAddr, String>,
     services: HashMap<String, (ServiceName, Vec<IpAddr>)>,
+    service_ports: HashMap<ServiceName, Vec<ServicePort>>,
     service_by_ip: HashMap<IpAddr, ServiceName>,
     slices: HashMap<String, Vec<EndpointInfo>>,
     /// Endpoints by IP: one IP may be in several slices (several Services).
@@ -107,6 +108,22 @@ impl ClusterState {
     /// The Service whose cluster IP this is.
     pub fn service_by_ip(&self, ip: IpAddr) -> Option<&ServiceName> {
         self.service_by_ip.get(&ip)
+    }
+
+    /// The port `endpoint`'s Service exposes for the endpoint's `port`: by the
+    /// slice's port name (named target ports), else by the target number.
+    pub fn service_port(&self, endpoint: &EndpointInfo, port: u16) -> Option<u16> {
+        let ports = self
+            .service_ports
+            .get(&(endpoint.service_namespace.clone(), endpoint.service.clone()))?;
+        let by_name = endpoint
+            .ports
+            .iter()
+            .find(|(_, p)| *p == port)
+            .and_then(|(name, _)| ports.iter().find(|s| s.name == *name));
+        by_name
+            .or_else(|| ports.iter().find(|s| s.target == Some(port)))
+            .map(|s| s.port)
     }
 
     /// The endpoint (of some Service) at `ip`, with its conditions; none for
@@ -194,6 +211,7 @@ impl ClusterState {
                 for ip in &ips {
                     self.service_by_ip.insert(*ip, name.clone());
                 }
+                self.service_ports.insert(name.clone(), service_ports(&svc));
                 self.services.insert(k, (name, ips));
             }
             Change::Delete(svc) => {
@@ -265,6 +283,7 @@ impl ClusterState {
 
     fn remove_service(&mut self, k: &str) {
         if let Some((name, ips)) = self.services.remove(k) {
+            self.service_ports.remove(&name);
             for ip in ips {
                 if self.service_by_ip.get(&ip) == Some(&name) {
                     self.service_by_ip.remove(&ip);

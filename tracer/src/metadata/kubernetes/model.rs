@@ -160,6 +160,36 @@ pub struct EndpointInfo {
     pub terminating: bool,
     /// The pod behind it (`targetRef`), when the slice names one.
     pub pod_uid: Option<String>,
+    /// The slice's ports: (name, the endpoint's port).
+    pub ports: Vec<(String, u16)>,
+}
+
+/// A Service port: its name, the port it exposes, and where it sends it
+/// (a number, or a named container port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target: Option<u16>,
+}
+
+pub fn service_ports(svc: &k8s_openapi::api::core::v1::Service) -> Vec<ServicePort> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    svc.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u16::try_from(p.port).ok()?,
+                target: match &p.target_port {
+                    Some(IntOrString::Int(t)) => u16::try_from(*t).ok(),
+                    Some(IntOrString::String(_)) => None,
+                    None => u16::try_from(p.port).ok(),
+                },
+            })
+        })
+        .collect()
 }
 
 /// The label that names an EndpointSlice's Service.
@@ -179,6 +209,17 @@ pub fn endpoints(slice: &EndpointSlice) -> Vec<EndpointInfo> {
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    let ports: Vec<(String, u16)> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p.name.clone().unwrap_or_default(),
+                u16::try_from(p.port?).ok()?,
+            ))
+        })
+        .collect();
     slice
         .endpoints
         .iter()
@@ -194,7 +235,7 @@ pub fn endpoints(slice: &EndpointSlice) -> Vec<EndpointInfo> {
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
                 .and_then(|r| r.uid.clone());
-            let namespace = &namespace;
+            let (namespace, ports) = (&namespace, &ports);
             e.addresses.iter().filter_map(move |a| {
                 Some(EndpointInfo {
                     service_namespace: namespace.clone(),
@@ -203,6 +244,7 @@ pub fn endpoints(slice: &EndpointSlice) -> Vec<EndpointInfo> {
                     serving,
                     terminating,
                     pod_uid: pod_uid.clone(),
+                    ports: ports.clone(),
                 })
             })
         })

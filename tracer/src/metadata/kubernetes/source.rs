@@ -4,7 +4,7 @@
 //! (by pod IP, anywhere in the cluster), with its termination.
 
 use std::{
-    net::IpAddr,
+    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, RwLock},
 };
@@ -104,12 +104,15 @@ impl PodSource for KubernetesPods {
             .map(pod_name)
     }
 
-    fn peer(&self, ip: IpAddr) -> Option<Peer> {
+    fn peer(&self, addr: SocketAddr) -> Option<Peer> {
+        let ip = addr.ip();
         let cluster = self.cluster.read().expect("cluster lock");
         if let Some((namespace, service)) = cluster.service_by_ip(ip) {
             return Some(Peer {
                 label: format!("{namespace}/{service}"),
                 service_host: Some(host(namespace, service)),
+                // Before kube-proxy's translation: the Service's own port.
+                service_port: Some(addr.port()),
                 terminating: None,
             });
         }
@@ -128,6 +131,7 @@ impl PodSource for KubernetesPods {
                 (None, None) => unreachable!("checked above"),
             },
             service_host: endpoint.map(|e| host(&e.service_namespace, &e.service)),
+            service_port: endpoint.and_then(|e| cluster.service_port(e, addr.port())),
             terminating,
         })
     }
