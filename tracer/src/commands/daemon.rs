@@ -2,19 +2,13 @@
 //! connection on the node and serves metrics, health and findings until
 //! SIGTERM.
 
-use super::{bind, identity, resolve, serve};
-use crate::{
-    cli::DaemonArgs,
-    session::{Session, Until},
-};
+use super::{resolve, serve, start};
+use crate::{cli::DaemonArgs, session::Until};
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let config = resolve(&args.common, DaemonArgs::mode_defaults())?;
-    let address = config.listen.expect("the daemon always listens");
-    let listener = bind(address).await?;
-    let identity = identity(&config).await?;
-    let mut session = Session::start(&config, identity.pods)?;
-    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
+    let (mut session, listener, _watchers) = start(&config).await?;
+    let listener = listener.expect("the daemon always listens");
     let served = serve(&mut session, listener, config.findings)?;
     tracing::info!(
         "conntracer daemon: {}; serving http://{}/metrics",

@@ -70,6 +70,26 @@ pub async fn identity(config: &Config) -> anyhow::Result<PodIdentity> {
     }
 }
 
+/// Keeps the Kubernetes watchers running while it lives.
+pub type Watchers = Option<JoinSet<()>>;
+
+/// What every subcommand does first: binds the configured listen address
+/// (so a busy port fails before the probes load), names pods by the
+/// configured source, and starts the session.
+pub async fn start(
+    config: &Config,
+) -> anyhow::Result<(Session, Option<tokio::net::TcpListener>, Watchers)> {
+    let listener = match config.listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    let identity = identity(config).await?;
+    let mut session = Session::start(config, identity.pods)?;
+    let (cluster, watchers) = identity.kubernetes.unzip();
+    session.health.kubernetes = cluster;
+    Ok((session, listener, watchers))
+}
+
 /// A running HTTP server; `stop` ends it gracefully.
 pub struct Served {
     pub address: SocketAddr,

@@ -3,23 +3,12 @@
 
 use tracer_common::counters::Counter;
 
-use super::{bind, identity, resolve, serve};
-use crate::{
-    cli::TraceArgs,
-    config::Settings,
-    output::printer::Printer,
-    session::{Session, Until},
-};
+use super::{resolve, serve, start};
+use crate::{cli::TraceArgs, config::Settings, output::printer::Printer, session::Until};
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let config = resolve(&args.common, Settings::default())?;
-    let listener = match config.listen {
-        Some(address) => Some(bind(address).await?),
-        None => None,
-    };
-    let identity = identity(&config).await?;
-    let mut session = Session::start(&config, identity.pods)?;
-    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
+    let (mut session, listener, _watchers) = start(&config).await?;
     eprintln!(
         "conntracer: tracing TCP connections in every network namespace: {}; Ctrl-C to stop",
         session.tracer().probes.attached_summary()

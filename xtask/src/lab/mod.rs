@@ -100,6 +100,25 @@ pub struct Outcome {
 pub static DASHBOARD_DATA: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+impl Outcome {
+    fn print(&self) {
+        for line in &self.lines {
+            println!("    {line}");
+        }
+        for f in &self.failed {
+            println!("    FAILED: {f}");
+        }
+        println!(
+            "    {}",
+            if self.failed.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+    }
+}
+
 /// Runs of one scenario before a fault that never reproduces counts as failed.
 const ATTEMPTS: usize = 3;
 
@@ -138,20 +157,7 @@ pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
                 "the fault never reproduced in {ATTEMPTS} runs: {why}"
             ));
         }
-        for line in &outcome.lines {
-            println!("    {line}");
-        }
-        for f in &outcome.failed {
-            println!("    FAILED: {f}");
-        }
-        println!(
-            "    {}",
-            if outcome.failed.is_empty() {
-                "PASS"
-            } else {
-                "FAIL"
-            }
-        );
+        outcome.print();
         outcomes.push(outcome);
     }
     if only.is_none() {
@@ -224,19 +230,6 @@ fn dashboard_outcome() -> Outcome {
         }
         Err(e) => outcome.failed.push(format!("{e:#}")),
     }
-    for line in &outcome.lines {
-        println!("    {line}");
-    }
-    for f in &outcome.failed {
-        println!("    FAILED: {f}");
-    }
-    println!(
-        "    {}",
-        if outcome.failed.is_empty() {
-            "PASS"
-        } else {
-            "FAIL"
-        }
-    );
+    outcome.print();
     outcome
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{bind, identity, resolve, serve};
+use super::{resolve, serve, start};
 use crate::{
     analysis::findings::Scope,
     cli::{DiagnoseArgs, Output},
     config::Settings,
     output::findings::FindingsReport,
-    session::{Session, Until},
+    session::Until,
 };
 
 pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
@@ -47,13 +47,7 @@ async fn trace_for(
     scope: &Scope,
 ) -> anyhow::Result<FindingsReport> {
     let config = resolve(&args.common, Settings::default())?;
-    let listener = match config.listen {
-        Some(address) => Some(bind(address).await?),
-        None => None,
-    };
-    let identity = identity(&config).await?;
-    let mut session = Session::start(&config, identity.pods)?;
-    session.health.kubernetes = identity.kubernetes.as_ref().map(|(c, _)| c.clone());
+    let (mut session, listener, _watchers) = start(&config).await?;
     let served = listener
         .map(|listener| serve(&mut session, listener, config.findings))
         .transpose()?;
