@@ -3,12 +3,14 @@
 //! Envoy's access log. Pods are network namespaces on a bridge; every load is
 //! bounded; everything is torn down at the end, also on failure.
 
+mod checks;
 mod envoy;
 pub mod net;
 mod procs;
 mod prometheus;
 mod scenarios;
 pub mod scrape;
+mod stage;
 
 use std::{
     net::SocketAddr,
