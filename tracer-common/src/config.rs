@@ -112,6 +112,39 @@ pub struct KernelOffsets {
     pub skb_dev: u16,
     /// `struct net_device` → `nd_net` (a `possible_net_t`).
     pub netdev_net: u16,
+    /// `struct sk_buff` → `data` (pointer): where a received packet's IP header starts.
+    pub skb_data: u16,
+    /// `struct sk_buff` → `len` (u32).
+    pub skb_len: u16,
+    /// `struct sk_buff` → `data_len` (u32): the part of `len` outside the linear area.
+    pub skb_data_len: u16,
+    pub _pad: u16,
+}
+
+/// `net:netif_receive_skb`: every packet a device hands to the stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetReceiveLayout {
+    pub skbaddr: Field,
+}
+
+/// Which source each feature uses on this kernel, decided by the loader
+/// from tracefs and BTF; the programs branch on these bits (frozen, so the
+/// verifier drops the branches a kernel does not take).
+pub mod features {
+    /// Activity (bytes, requests, idle times) from packets seen by the
+    /// cgroup_skb programs, because `sock_send_length`/`sock_recv_length`
+    /// (Linux 6.3+) are missing.
+    pub const PACKET_ACTIVITY: u32 = 1 << 0;
+    /// The HTTP 503 status peek on egress.
+    pub const HTTP_PEEK: u32 = 1 << 1;
+    /// DNS answers in the cgroup_skb ingress program, named by
+    /// `bpf_get_netns_cookie` (accepted there since Linux 6.15 or so).
+    pub const DNS_NETNS_COOKIE: u32 = 1 << 2;
+    /// Resets sent by the kernel's control socket (no socket matched the
+    /// segment) seen as outgoing RST packets, because `tcp_send_reset` only
+    /// fires with a socket before Linux 6.10.
+    pub const RST_PACKETS: u32 = 1 << 3;
 }
 
 /// Everything the programs read from `CONFIG`.
@@ -124,7 +157,11 @@ pub struct ProbeConfig {
     pub send_reset: SendResetLayout,
     pub send_length: MsgLengthLayout,
     pub recv_length: MsgLengthLayout,
+    pub net_receive: NetReceiveLayout,
     pub kernel: KernelOffsets,
+    /// [`features`] bits.
+    pub features: u32,
+    pub _pad: u32,
     /// A send that reuses a connection after at least this much idle time is
     /// reported as a `reuse` event (shorter gaps are only counted), so a busy
     /// keep-alive connection sends nothing per request.

@@ -191,6 +191,7 @@ pub struct ConnEvent {
     pub tcp_state: u32,
     /// For a reset sent: `enum sk_rst_reason`, valid when `has_reason`.
     pub reset_reason: u32,
+    /// 0, [`REASON_REPORTED`] or [`REASON_INFERRED`].
     pub has_reason: u32,
     /// For [`EventKind::HttpStatus`]: the status code.
     pub http_status: u32,
@@ -200,6 +201,12 @@ pub struct ConnEvent {
     pub sock: u64,
     pub state: SockState,
 }
+
+/// `ConnEvent::has_reason`: the kernel named the reset's reason.
+pub const REASON_REPORTED: u32 = 1;
+/// `ConnEvent::has_reason`: the reason was inferred from what was seen
+/// (a reset from the kernel's control socket: `NO_SOCKET`).
+pub const REASON_INFERRED: u32 = 2;
 
 impl ConnEvent {
     pub const SIZE: usize = core::mem::size_of::<ConnEvent>();
@@ -225,6 +232,11 @@ pub struct DnsEvent {
     /// 17 (UDP) or 6 (TCP; `data` then starts with the two-byte length).
     pub protocol: u8,
     pub _pad: [u8; 3],
+    /// Namespace inode when the answer was taken from the receiving device
+    /// (kernels without the netns cookie in cgroup_skb); 0 when
+    /// `netns_cookie` names it instead.
+    pub netns: u32,
+    pub _pad2: u32,
     /// Payload length in the packet.
     pub len: u32,
     /// Bytes copied into `data`.

@@ -1,5 +1,7 @@
 //! Per-socket activity on the data path: one hash lookup and a few stores per
 //! send or receive, and an event only for a reuse after a long idle gap.
+//! Sources: the `sock_send_length`/`sock_recv_length` tracepoints (6.3+)
+//! here, or packets (`packet_activity`) on older kernels.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use tracer_common::{
@@ -20,7 +22,20 @@ pub fn on_send(ctx: &TracePointContext) {
     let Some((sk, len, st)) = tracked(ctx, &config::send_length(), false) else {
         return;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    record_send(sk, st, len, unsafe { bpf_ktime_get_ns() });
+}
+
+pub fn on_recv(ctx: &TracePointContext) {
+    let Some((_, len, st)) = tracked(ctx, &config::recv_length(), true) else {
+        return;
+    };
+    record_recv(st, len, unsafe { bpf_ktime_get_ns() });
+}
+
+/// `len` bytes left the socket `sk`: a message (tracepoints) or a packet
+/// (the cgroup_skb fallback).
+#[inline(always)]
+pub fn record_send(sk: u64, st: &mut SockState, len: u64, now: u64) {
     let stats = &mut st.stats;
     // A new request: the first send, or a send after the peer answered.
     let after_receive = stats.last_recv_ns > stats.last_send_ns;
@@ -46,11 +61,9 @@ pub fn on_send(ctx: &TracePointContext) {
     }
 }
 
-pub fn on_recv(ctx: &TracePointContext) {
-    let Some((_, len, st)) = tracked(ctx, &config::recv_length(), true) else {
-        return;
-    };
-    let now = unsafe { bpf_ktime_get_ns() };
+/// `len` bytes arrived for the socket.
+#[inline(always)]
+pub fn record_recv(st: &mut SockState, len: u64, now: u64) {
     st.stats.last_recv_ns = now;
     st.stats.rx_bytes += len;
     st.stats.rx_msgs += 1;

@@ -3,7 +3,8 @@
 //! the verifier still sees the frozen values and prunes dead branches.
 
 use tracer_common::config::{
-    KernelOffsets, MsgLengthLayout, ProbeConfig, SendResetLayout, SockLayout, StateChangeLayout,
+    KernelOffsets, MsgLengthLayout, NetReceiveLayout, ProbeConfig, SendResetLayout, SockLayout,
+    StateChangeLayout,
 };
 
 #[unsafe(no_mangle)]
@@ -25,6 +26,8 @@ getter!(destroy_sock: SockLayout = destroy_sock);
 getter!(send_reset: SendResetLayout = send_reset);
 getter!(send_length: MsgLengthLayout = send_length);
 getter!(recv_length: MsgLengthLayout = recv_length);
+getter!(net_receive: NetReceiveLayout = net_receive);
 getter!(kernel: KernelOffsets = kernel);
+getter!(features: u32 = features);
 getter!(reuse_event_min_idle_ns: u64 = reuse_event_min_idle_ns);
 getter!(wakeup_min_bytes: u64 = wakeup_min_bytes);

@@ -1,4 +1,5 @@
-//! DNS capture: a cgroup_skb ingress program on the cgroup v2 root sees the
+//! DNS capture where cgroup_skb may call `bpf_get_netns_cookie` (otherwise
+//! see `dns_dev`): the cgroup_skb ingress program on the cgroup v2 root sees the
 //! packets of every socket in every network namespace. UDP or TCP segments
 //! from port 53 with a payload are copied (at most `DNS_CAPTURE_MAX` bytes)
 //! to `DNS_EVENTS`; everything else returns after a few loads.
@@ -14,7 +15,6 @@ use aya_ebpf::{
 use tracer_common::{
     counters::Counter,
     event::{DNS_CAPTURE_MAX, DnsEvent, Tuple},
-    tcp::AF_INET,
 };
 
 use crate::{
@@ -24,17 +24,16 @@ use crate::{
 
 const DNS_PORT: u16 = 53;
 
-pub fn on_ingress(ctx: &SkBuffContext) {
-    let Some((family, l4, protocol)) = packet::transport(ctx) else {
-        return;
-    };
+/// A packet already known to be UDP or TCP at transport offset `l4`.
+#[inline(always)]
+pub fn on_ingress(ctx: &SkBuffContext, family: u16, l4: usize, protocol: u8) {
     if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
         return;
     }
-    let Ok(sport) = ctx.load::<u16>(l4) else {
+    let Ok(ports) = ctx.load::<[u8; 4]>(l4) else {
         return;
     };
-    if u16::from_be(sport) != DNS_PORT {
+    if u16::from_be_bytes([ports[0], ports[1]]) != DNS_PORT {
         return;
     }
     let payload = if protocol == IPPROTO_UDP {
@@ -49,25 +48,28 @@ pub fn on_ingress(ctx: &SkBuffContext) {
     if total <= payload {
         return; // no payload (a bare ACK)
     }
+    let Some((src, dst)) = packet::addresses(ctx, family) else {
+        return;
+    };
     let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
         bump(Counter::DnsLost);
         return;
     };
-    let mut tuple = Tuple {
+    let tuple = Tuple {
         family,
         sport: DNS_PORT,
-        dport: ctx.skb.local_port() as u16,
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        saddr: src,
+        daddr: dst,
         ..Tuple::default()
     };
-    if family == AF_INET {
-        tuple.saddr[..4].copy_from_slice(&ctx.skb.remote_ipv4().to_ne_bytes());
-        tuple.daddr[..4].copy_from_slice(&ctx.skb.local_ipv4().to_ne_bytes());
-    }
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is a reserved, exclusively owned DnsEvent slot.
     unsafe {
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        (*ev).netns = 0;
+        (*ev)._pad2 = 0;
         (*ev).tuple = tuple;
         (*ev).uid = ctx.get_socket_uid();
         (*ev).protocol = protocol;

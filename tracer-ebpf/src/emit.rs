@@ -4,7 +4,7 @@
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use tracer_common::{
     counters::Counter,
-    event::{ConnEvent, EventKind, ResetSide, SockState},
+    event::{ConnEvent, EventKind, REASON_INFERRED, REASON_REPORTED, ResetSide, SockState},
 };
 
 use crate::{
@@ -18,6 +18,8 @@ pub struct Detail {
     pub tcp_state: u32,
     pub reset_side: u8,
     pub reset_reason: Option<u32>,
+    /// The reason was inferred, not reported by the kernel.
+    pub reason_inferred: bool,
     pub http_status: u32,
 }
 
@@ -26,6 +28,7 @@ impl Detail {
         tcp_state: 0,
         reset_side: ResetSide::None as u8,
         reset_reason: None,
+        reason_inferred: false,
         http_status: 0,
     };
 }
@@ -44,7 +47,11 @@ pub fn event(kind: EventKind, sock: u64, now: u64, state: &SockState, detail: De
         (*ev)._pad = [0; 2];
         (*ev).tcp_state = detail.tcp_state;
         (*ev).reset_reason = detail.reset_reason.unwrap_or(0);
-        (*ev).has_reason = detail.reset_reason.is_some() as u32;
+        (*ev).has_reason = match (detail.reset_reason, detail.reason_inferred) {
+            (None, _) => 0,
+            (Some(_), false) => REASON_REPORTED,
+            (Some(_), true) => REASON_INFERRED,
+        };
         (*ev).http_status = detail.http_status;
         (*ev)._pad2 = 0;
         (*ev).ts_ns = now;

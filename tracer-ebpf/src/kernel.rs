@@ -9,7 +9,7 @@ use tracer_common::event::Owner;
 use crate::config;
 
 #[inline(always)]
-fn read_at<T>(base: u64, offset: u16) -> Option<T> {
+pub fn read_at<T>(base: u64, offset: u16) -> Option<T> {
     if base == 0 {
         return None;
     }

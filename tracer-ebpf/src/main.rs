@@ -13,14 +13,18 @@
 mod activity;
 mod config;
 mod dns;
+mod dns_dev;
 mod emit;
 mod http;
 mod kernel;
 mod lifecycle;
 mod maps;
 mod packet;
+mod packet_activity;
 mod record;
 mod reset;
+mod rst_packet;
+mod skb;
 
 use aya_ebpf::{
     macros::{cgroup_skb, tracepoint},
@@ -69,18 +73,28 @@ pub fn ct_recv_len(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// cgroup_skb egress on the cgroup v2 root: the HTTP 503 status peek.
-/// Always lets the packet pass.
+/// `net:netif_receive_skb`: DNS answers, where cgroup_skb cannot name the
+/// namespace (see `dns_dev`).
+#[tracepoint]
+pub fn ct_dns_dev(ctx: TracePointContext) -> u32 {
+    dns_dev::on_receive(&ctx);
+    0
+}
+
+/// cgroup_skb egress on the cgroup v2 root: the HTTP 503 status peek, and on
+/// older kernels activity and resets sent without a socket. Always lets the
+/// packet pass.
 #[cgroup_skb]
-pub fn ct_http_peek(ctx: SkBuffContext) -> i32 {
-    http::on_egress(&ctx);
+pub fn ct_egress(ctx: SkBuffContext) -> i32 {
+    skb::on_egress(&ctx);
     1
 }
 
-/// cgroup_skb ingress on the cgroup v2 root: DNS answers for every pod.
+/// cgroup_skb ingress on the cgroup v2 root: DNS answers for every pod, and
+/// on older kernels activity. Always lets the packet pass.
 #[cgroup_skb]
-pub fn ct_dns(ctx: SkBuffContext) -> i32 {
-    dns::on_ingress(&ctx);
+pub fn ct_ingress(ctx: SkBuffContext) -> i32 {
+    skb::on_ingress(&ctx);
     1
 }
 

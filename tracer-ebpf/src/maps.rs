@@ -55,3 +55,39 @@ pub fn scratch() -> Option<&'static mut SockState> {
         Some(&mut *ptr)
     }
 }
+
+/// One slot per CPU to turn a socket pointer into a plain number: a
+/// cgroup_skb program may store its `bpf_sock` pointer into a map value (we
+/// load with CAP_PERFMON) but not use it as a key; read back, it is the
+/// `struct sock` address the tracepoints key `SOCKS` by.
+#[map]
+pub static SOCK_ADDR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The `SOCKS` key of a cgroup_skb packet's socket (0 if the slot is missing).
+#[inline(always)]
+pub fn sock_key(sk: *mut aya_ebpf::bindings::bpf_sock) -> u64 {
+    let Some(slot) = SOCK_ADDR.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slot; volatile so the compiler keeps the round trip
+    // (the verifier only forgets the pointer type through memory).
+    unsafe {
+        core::ptr::write_volatile(slot, sk as u64);
+        core::ptr::read_volatile(slot)
+    }
+}
+
+/// The ports of the last reset `tcp_send_reset` reported on this CPU, so the
+/// packet path (`rst_packet`) does not report it again: the tracepoint runs
+/// first, in the same call that sends the segment.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TracedReset {
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+#[map]
+pub static LAST_TRACED_RST: PerCpuArray<TracedReset> = PerCpuArray::with_max_entries(1, 0);

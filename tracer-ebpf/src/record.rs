@@ -59,7 +59,11 @@ pub fn tuple(ctx: &TracePointContext, layout: &TupleLayout, out: &mut Tuple) {
         }
         return;
     }
-    let family = uint(ctx, layout.family) as u16;
+    let family = if layout.family.is_present() {
+        uint(ctx, layout.family) as u16
+    } else {
+        family_from_addresses(ctx, layout)
+    };
     out.family = family;
     out.sport = uint(ctx, layout.sport) as u16;
     out.dport = uint(ctx, layout.dport) as u16;
@@ -68,6 +72,16 @@ pub fn tuple(ctx: &TracePointContext, layout: &TupleLayout, out: &mut Tuple) {
     } else if family == AF_INET6 {
         copy_addr6(ctx, layout.saddr_v6.offset, layout.daddr_v6.offset, out);
     }
+}
+
+/// Before Linux 5.11 `tcp_event_sk` records (destroy, receive reset) have no
+/// `family`; they store an IPv4 socket's addresses IPv4-mapped in the `_v6`
+/// fields, so the mapping tells the families apart.
+#[inline(always)]
+fn family_from_addresses(ctx: &TracePointContext, layout: &TupleLayout) -> u16 {
+    let v6 = read::<[u8; 16]>(ctx, layout.daddr_v6.offset).unwrap_or_default();
+    let mapped = v6[..10].iter().all(|b| *b == 0) && v6[10] == 0xff && v6[11] == 0xff;
+    if mapped { AF_INET } else { AF_INET6 }
 }
 
 #[inline(always)]

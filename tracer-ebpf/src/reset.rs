@@ -1,13 +1,16 @@
 //! Resets either way. A reset is a failure edge, so it is reported at once.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
-use tracer_common::event::{EventKind, ResetSide, SockState, flags};
+use tracer_common::{
+    config::{TupleLayout, features::RST_PACKETS},
+    event::{EventKind, ResetSide, SockState, flags},
+};
 
 use crate::{
     config,
     emit::{self, Detail},
     kernel, lifecycle,
-    maps::{SOCKS, scratch},
+    maps::{LAST_TRACED_RST, SOCKS, scratch},
     record,
 };
 
@@ -60,6 +63,14 @@ pub fn on_send_reset(ctx: &TracePointContext) {
         reset_reason,
         ..Detail::NONE
     };
+    if config::features() & RST_PACKETS != 0 {
+        // Resets without a socket are reported by the packet path; tell it
+        // which one this is when there is a socket.
+        if sk == 0 {
+            return;
+        }
+        remember_traced(ctx, &layout.tuple, now);
+    }
 
     if sk != 0
         && let Some(st) = SOCKS.get_ptr_mut(&sk)
@@ -87,6 +98,21 @@ pub fn on_send_reset(ctx: &TracePointContext) {
     };
     record::tuple(ctx, &layout.tuple, &mut st.tuple);
     emit::event(EventKind::Reset, sk, now, st, detail);
+}
+
+#[inline(always)]
+fn remember_traced(ctx: &TracePointContext, layout: &TupleLayout, now: u64) {
+    let Some(slot) = LAST_TRACED_RST.get_ptr_mut(0) else {
+        return;
+    };
+    let Some(st) = scratch() else { return };
+    record::tuple(ctx, layout, &mut st.tuple);
+    // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+    unsafe {
+        (*slot).sport = st.tuple.sport;
+        (*slot).dport = st.tuple.dport;
+        (*slot).ts_ns = now;
+    }
 }
 
 #[inline(always)]

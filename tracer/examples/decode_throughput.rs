@@ -62,7 +62,7 @@ fn main() {
         131_072,
         ResetReasons::default(),
     );
-    let metrics = Metrics::new("bench", "bench", false);
+    let metrics = Metrics::new("bench", "bench", &[], false);
     let kinds = [EventKind::Connect, EventKind::Reuse, EventKind::Close];
     let records: Vec<ConnEvent> = (0..n)
         .map(|i| {

@@ -9,7 +9,7 @@ use crate::{
     dns,
     events::{Clock, Event},
     kernel::reset_reasons::ResetReasons,
-    metadata::{PodName, Pods, cookies::NetnsCookies},
+    metadata::{PodName, Pods, addresses::NetnsAddresses, cookies::NetnsCookies},
     probes::reader::EventReader,
 };
 
@@ -27,6 +27,9 @@ pub struct Skipped {
     pub dns_malformed: u64,
     /// DNS payloads cut short (longer than the capture, or split across TCP segments).
     pub dns_truncated: u64,
+    /// DNS answers seen at a device of a namespace they were only routed
+    /// through (kernels that capture DNS at devices).
+    pub dns_forwarded: u64,
 }
 
 pub struct Pipeline {
@@ -35,6 +38,8 @@ pub struct Pipeline {
     pub analysis: Analysis,
     /// Network namespace cookies (DNS capture) to inodes.
     pub cookies: NetnsCookies,
+    /// Each namespace's addresses, for records named by address only.
+    pub addresses: NetnsAddresses,
     pub skipped: Skipped,
     /// Reused drain buffers.
     batch: Vec<ConnEvent>,
@@ -54,6 +59,7 @@ impl Pipeline {
             table: ConnectionTable::new(capacity),
             analysis: Analysis::new(config, pods, clock, reset_reasons),
             cookies: NetnsCookies::default(),
+            addresses: NetnsAddresses::default(),
             skipped: Skipped::default(),
             batch: Vec::new(),
             dns_batch: Vec::new(),
@@ -76,6 +82,11 @@ impl Pipeline {
                 return;
             }
         };
+        // A reset from a namespace's control socket: its namespace is the
+        // one that owns the address it left from.
+        if event.netns == 0 && event.reset.is_some_and(|r| r.inferred) {
+            event.netns = self.addresses.owner(event.local.ip()).unwrap_or(0);
+        }
         let applied = self.table.apply(&mut event);
         if let Some(tap) = tap {
             let pod = self.analysis.pod(event.netns, event.process.cgroup_id);
@@ -99,9 +110,21 @@ impl Pipeline {
             self.skipped.dns_truncated += 1;
             return;
         };
+        // Seen at a device (older kernels): keep it only where it was
+        // addressed to the namespace, not routed through it.
+        let device_netns = (raw.netns != 0).then_some(raw.netns);
+        if let Some(netns) = device_netns {
+            let (_, _, receiver) = crate::events::tuple_addresses(&raw.tuple);
+            if !self.addresses.is_local(netns, receiver.ip()) {
+                self.skipped.dns_forwarded += 1;
+                return;
+            }
+        }
         match dns::parse_response(message) {
             Ok(answer) => {
-                let netns = self.cookies.inode(raw.netns_cookie).unwrap_or(0);
+                let netns = device_netns
+                    .or_else(|| self.cookies.inode(raw.netns_cookie))
+                    .unwrap_or(0);
                 self.analysis
                     .observe_dns(netns, answer, raw.ts_ns, observations);
             }

@@ -165,6 +165,8 @@ fn event(payload: &[u8], tcp: bool, rng: &mut Rng) -> DnsEvent {
         uid: 0,
         protocol: if tcp { 6 } else { 17 },
         _pad: [0; 3],
+        netns: 0,
+        _pad2: 0,
         len: bytes.len() as u32,
         // Sometimes claim a different capture length than the data has.
         captured: if rng.below(8) == 0 {

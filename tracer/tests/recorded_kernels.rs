@@ -10,7 +10,11 @@ use tracer::{
         layouts::{self, LayoutError},
         tracefs::{Tracefs, TracefsError},
     },
-    probes::{setup::KernelSetup, spec::PROBES},
+    probes::{
+        modes::{ActivitySource, DnsSource, NoSocketResets},
+        setup::KernelSetup,
+        spec::PROBES,
+    },
 };
 use tracer_common::config::{AddrEncoding, Field};
 
@@ -215,14 +219,32 @@ fn full_setup_per_recorded_kernel_names_what_is_degraded() {
     for kernel in KERNELS {
         let btf = KernelBtf::open(&kernels_dir().join(kernel).join("btf/vmlinux")).unwrap();
         let setup = KernelSetup::resolve(&recorded(kernel), &btf).unwrap();
-        let unavailable: Vec<&str> = setup.unavailable.iter().map(|u| u.spec.program).collect();
+        // `net/netif_receive_skb` is not among the recorded events.
+        let unavailable: Vec<&str> = setup
+            .unavailable
+            .iter()
+            .map(|u| u.spec.program)
+            .filter(|p| *p != "ct_dns_dev")
+            .collect();
+        let modes = setup.modes;
         if kernel.starts_with("6.1.") {
             assert_eq!(unavailable, ["ct_send_len", "ct_recv_len"]);
-            assert!(setup.reset_reasons.is_empty());
+            assert_eq!(modes.activity, ActivitySource::Packets);
+            assert_eq!(modes.no_socket_resets, NoSocketResets::Packets);
+            // The one reason the packet path infers is named as newer kernels name it.
+            assert_eq!(setup.reset_reasons.get(1), Some("NO_SOCKET"));
         } else {
             assert!(unavailable.is_empty(), "{kernel}: {unavailable:?}");
-            assert_eq!(setup.available.len(), PROBES.len());
+            assert_eq!(setup.available.len(), PROBES.len() - 1);
             assert_eq!(setup.reset_reasons.get(1), Some("NO_SOCKET"));
+            assert_eq!(modes.activity, ActivitySource::Tracepoints);
+            assert_eq!(modes.no_socket_resets, NoSocketResets::Tracepoint);
         }
+        // Only 6.18 lets cgroup_skb programs ask for the netns cookie.
+        assert_eq!(
+            modes.dns == DnsSource::CgroupSkb,
+            kernel.starts_with("6.18"),
+            "{kernel}: {modes}"
+        );
     }
 }

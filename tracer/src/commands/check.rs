@@ -23,7 +23,12 @@ use crate::{
         },
         tracefs::Tracefs,
     },
-    probes::{LoadOptions, Probes, setup::KernelSetup, spec::PROBES},
+    probes::{
+        LoadOptions, Probes,
+        modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
+        setup::KernelSetup,
+        spec::PROBES,
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,11 +284,42 @@ fn check_mounts(report: &mut Report) {
     }
 }
 
+/// Which source each feature uses on this kernel.
+fn check_sources(report: &mut Report, modes: &Modes) {
+    let activity = match modes.activity {
+        ActivitySource::Tracepoints => "from sock_send_length/sock_recv_length (per message)",
+        ActivitySource::Packets => {
+            "from TCP segments seen by cgroup_skb (no sock_send_length/sock_recv_length before 6.3)"
+        }
+    };
+    report.line(Status::Ok, "activity source", activity);
+    let (status, dns) = match modes.dns {
+        DnsSource::CgroupSkb => (Status::Ok, "cgroup_skb ingress, named by the netns cookie"),
+        DnsSource::Devices => (
+            Status::Ok,
+            "net:netif_receive_skb, named by the receiving device's namespace (no netns cookie in cgroup_skb here)",
+        ),
+        DnsSource::Unavailable => (
+            Status::Degraded,
+            "none (no netns cookie in cgroup_skb, no net:netif_receive_skb); cost: no dns_stale cause",
+        ),
+    };
+    report.line(status, "dns source", dns);
+    let resets = match modes.no_socket_resets {
+        NoSocketResets::Tracepoint => "tcp_send_reset, with the kernel's reason",
+        NoSocketResets::Packets => {
+            "RST segments from the control socket, reason NO_SOCKET inferred (tcp_send_reset misses them before 6.10)"
+        }
+    };
+    report.line(Status::Ok, "resets without a socket", resets);
+}
+
 fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: &LoadOptions) {
     let setup = match KernelSetup::resolve(tracefs, btf) {
         Ok(setup) => setup,
         Err(e) => return report.line(Status::Missing, "programs", chain(&e)),
     };
+    check_sources(report, &setup.modes);
     match Probes::load(&setup, options) {
         Ok(probes) => {
             let n = probes.program_ids().len();

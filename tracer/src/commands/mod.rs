@@ -120,6 +120,7 @@ pub fn serve(
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         &kernel::release(),
+        &session.tracer().setup.modes.describe(),
         session.health.kubernetes.is_some(),
     ));
     for (probe, _) in &session.tracer().probes.failed {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use tracer_common::{
-    event::{ConnEvent, ConnStats, EventKind, ResetSide, Role, Tuple},
+    event::{ConnEvent, ConnStats, EventKind, REASON_INFERRED, ResetSide, Role, Tuple},
     tcp::AF_INET6,
 };
 
@@ -55,6 +55,9 @@ pub struct Reset {
     pub side: ResetSide,
     /// `enum sk_rst_reason` value (kernels 6.10+, resets sent).
     pub reason: Option<u32>,
+    /// The reason was inferred (a reset from a namespace's control socket
+    /// on a kernel whose reset tracepoint misses those), not reported.
+    pub inferred: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,7 @@ impl Event {
                 _ => ResetSide::None,
             },
             reason: (raw.has_reason != 0).then_some(raw.reset_reason),
+            inferred: raw.has_reason == REASON_INFERRED,
         });
         Ok(Self {
             kind,
@@ -130,6 +134,11 @@ impl Event {
 fn comm(raw: &[u8; 16]) -> String {
     let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// The family and the two ends (`saddr:sport`, `daddr:dport`) of a tuple.
+pub fn tuple_addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
+    addresses(t)
 }
 
 fn addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
@@ -248,6 +257,7 @@ mod tests {
         assert_eq!(
             event.reset,
             Some(Reset {
+                inferred: false,
                 side: ResetSide::Sent,
                 reason: Some(1)
             })
@@ -262,6 +272,7 @@ mod tests {
         assert_eq!(
             event.reset,
             Some(Reset {
+                inferred: false,
                 side: ResetSide::Received,
                 reason: None
             })

@@ -78,7 +78,23 @@ impl KernelBtf {
             net_inum: small("net", "ns.inum")?,
             skb_dev: small("sk_buff", "dev")?,
             netdev_net: small("net_device", "nd_net")?,
+            skb_data: small("sk_buff", "data")?,
+            skb_len: small("sk_buff", "len")?,
+            skb_data_len: small("sk_buff", "data_len")?,
+            _pad: 0,
         })
+    }
+
+    /// Whether cgroup_skb programs may call `bpf_get_netns_cookie`: the
+    /// kernel then has the context-generic `bpf_get_netns_cookie` helper
+    /// (Linux 6.15 or so) beside the per-program-type ones
+    /// (`bpf_get_netns_cookie_sock`, ...), which is all older kernels have.
+    pub fn cgroup_skb_has_netns_cookie(&self) -> bool {
+        self.btf
+            .resolve_types_by_name("bpf_get_netns_cookie")
+            .unwrap_or_default()
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
     }
 
     fn find_struct(&self, name: &str) -> Result<Type, BtfError> {

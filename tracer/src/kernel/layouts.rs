@@ -3,8 +3,8 @@
 //! is an error naming the tracepoint and field, never a silent zero.
 
 use tracer_common::config::{
-    AddrEncoding, Field, MsgLengthLayout, SendResetLayout, SockLayout, StateChangeLayout,
-    TupleLayout,
+    AddrEncoding, Field, MsgLengthLayout, NetReceiveLayout, SendResetLayout, SockLayout,
+    StateChangeLayout, TupleLayout,
 };
 
 use super::format::TracepointFormat;
@@ -84,7 +84,9 @@ impl Reader<'_> {
             _pad: 0,
             sport: self.field("sport", &[2])?,
             dport: self.field("dport", &[2])?,
-            family: self.field("family", &[2])?,
+            // Missing from `tcp_event_sk` records before Linux 5.11: the
+            // program then tells the family by the addresses.
+            family: self.optional("family", &[2])?.unwrap_or(Field::ABSENT),
             saddr: self.field("saddr", &[4])?,
             daddr: self.field("daddr", &[4])?,
             saddr_v6: self.field("saddr_v6", &[16])?,
@@ -123,6 +125,14 @@ pub fn send_reset(format: &TracepointFormat) -> Result<SendResetLayout, LayoutEr
         state: r.field("state", &[4])?,
         reason: r.optional("reason", &[4])?.unwrap_or(Field::ABSENT),
         tuple: r.tuple()?,
+    })
+}
+
+/// `net:netif_receive_skb`.
+pub fn net_receive(format: &TracepointFormat) -> Result<NetReceiveLayout, LayoutError> {
+    let r = Reader { format };
+    Ok(NetReceiveLayout {
+        skbaddr: r.field("skbaddr", &[8])?,
     })
 }
 

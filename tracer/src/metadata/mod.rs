@@ -5,6 +5,7 @@
 //! per namespace and remembers the answer, so nothing downstream resolves a
 //! name per event.
 
+pub mod addresses;
 pub mod cgroups;
 pub mod cookies;
 pub mod kubernetes;

@@ -152,8 +152,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `kubernetes`: pods are named from the API (adds `kubernetes_synced`).
-    pub fn new(version: &str, kernel: &str, kubernetes: bool) -> Self {
+    /// `kubernetes`: pods are named from the API (adds `kubernetes_synced`);
+    /// `sources`: which source each feature uses on this kernel (`build_info` labels).
+    pub fn new(version: &str, kernel: &str, sources: &[(&str, &str)], kubernetes: bool) -> Self {
         let mut registry = Registry::with_prefix("conntracer");
         let m = Self {
             connections_opened: Family::default(),
@@ -290,10 +291,13 @@ impl Metrics {
         registry.register(
             "build",
             "Build and kernel information",
-            Info::new(vec![
-                ("version".to_owned(), version.to_owned()),
-                ("kernel".to_owned(), kernel.to_owned()),
-            ]),
+            Info::new(
+                [("version", version), ("kernel", kernel)]
+                    .iter()
+                    .chain(sources)
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<Vec<_>>(),
+            ),
         );
         Self { registry, ..m }
     }
@@ -500,6 +504,7 @@ impl Output for MetricsOutput {
         for (family, reason, total) in [
             (&m.dns_skipped, "malformed", skipped.dns_malformed),
             (&m.dns_skipped, "truncated", skipped.dns_truncated),
+            (&m.dns_skipped, "forwarded", skipped.dns_forwarded),
             (&m.records_skipped, "short", state.short_records),
             (&m.records_skipped, "unknown_kind", skipped.unknown_kind),
         ] {

@@ -11,7 +11,11 @@ use aya::{
 };
 use tracer_common::config::ProbeConfig;
 
-use super::{setup::KernelSetup, spec::ProbeSpec};
+use super::{
+    modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
+    setup::KernelSetup,
+    spec::ProbeSpec,
+};
 use crate::{
     errors::chain,
     kernel::privileges::{Capabilities, Capability},
@@ -30,9 +34,10 @@ pub struct LoadOptions {
     pub reuse_event_min_idle: Duration,
     /// Wake the reader early once this much is queued.
     pub wakeup_min_bytes: u64,
-    /// Attach the HTTP 503 status peek (cgroup_skb egress on the cgroup v2 root).
+    /// The HTTP 503 status peek (cgroup_skb egress on the cgroup v2 root).
     pub http_peek: bool,
-    /// Attach the DNS answer capture (cgroup_skb ingress on the cgroup v2 root).
+    /// The DNS answer capture (cgroup_skb ingress, or `net:netif_receive_skb`
+    /// where cgroup_skb cannot name the namespace).
     pub dns_capture: bool,
     /// How often the reader drains the ring buffers when nothing wakes it.
     pub drain_interval: Duration,
@@ -104,16 +109,43 @@ pub struct Probes {
     pub attached: Vec<AttachedProbe>,
     /// Optional programs that could not be attached: (program, why).
     pub failed: Vec<(&'static str, String)>,
-    /// Ids of the attached cgroup programs (HTTP peek, DNS capture).
+    /// Ids of the attached cgroup programs.
     pub cgroup_ids: Vec<u32>,
-    /// The DNS capture is attached.
+    /// A DNS capture (cgroup_skb or device tracepoint) is attached.
     pub dns_capture: bool,
 }
 
-/// The HTTP status peek program.
-pub const HTTP_PEEK: &str = "ct_http_peek";
-/// The DNS capture program.
-pub const DNS_CAPTURE: &str = "ct_dns";
+/// The cgroup_skb egress program (HTTP peek; packet activity and resets on older kernels).
+pub const EGRESS: &str = "ct_egress";
+/// The cgroup_skb ingress program (DNS; packet activity on older kernels).
+pub const INGRESS: &str = "ct_ingress";
+
+/// What is lost without the egress program on this kernel.
+fn egress_cost(modes: &Modes, http_peek: bool) -> String {
+    let mut lost = Vec::new();
+    if http_peek {
+        lost.push("503s will not be counted");
+    }
+    if modes.activity == ActivitySource::Packets {
+        lost.push("no sends counted (no requests, no idle times)");
+    }
+    if modes.no_socket_resets == NoSocketResets::Packets {
+        lost.push("refused connects are not seen from the server side");
+    }
+    lost.join("; ")
+}
+
+/// What is lost without the ingress program on this kernel.
+fn ingress_cost(modes: &Modes, dns_capture: bool) -> String {
+    let mut lost = Vec::new();
+    if dns_capture && modes.dns == DnsSource::CgroupSkb {
+        lost.push("no DNS answers, no dns_stale cause");
+    }
+    if modes.activity == ActivitySource::Packets {
+        lost.push("no receives counted (no idle times)");
+    }
+    lost.join("; ")
+}
 
 impl Probes {
     pub fn load(setup: &KernelSetup, options: &LoadOptions) -> Result<Self, LoadError> {
@@ -129,7 +161,9 @@ impl Probes {
         }
         raise_memlock_limit();
 
+        let modes = setup.modes;
         let config = ProbeConfig {
+            features: modes.features(options.http_peek, options.dns_capture),
             reuse_event_min_idle_ns: options.reuse_event_min_idle.as_nanos() as u64,
             // Never wait for more than half the buffer before waking the reader.
             wakeup_min_bytes: options
@@ -145,7 +179,7 @@ impl Probes {
             .map_err(LoadError::Load)?;
 
         let mut attached = Vec::new();
-        for spec in &setup.available {
+        for spec in setup.to_attach(options.dns_capture) {
             let program_id = attach(&mut ebpf, spec)?;
             tracing::debug!(
                 program = spec.program,
@@ -157,19 +191,19 @@ impl Probes {
         }
         let mut failed = Vec::new();
         let mut cgroup_ids = Vec::new();
-        let mut dns_capture = false;
+        let mut dns_capture = options.dns_capture && modes.dns == DnsSource::Devices;
         let optional = [
             (
-                options.http_peek,
-                HTTP_PEEK,
+                modes.needs_egress(options.http_peek),
+                EGRESS,
                 CgroupSkbAttachType::Egress,
-                "503s will not be counted",
+                egress_cost(&modes, options.http_peek),
             ),
             (
-                options.dns_capture,
-                DNS_CAPTURE,
+                modes.needs_ingress(options.dns_capture),
+                INGRESS,
                 CgroupSkbAttachType::Ingress,
-                "no DNS answers, no dns_stale cause",
+                ingress_cost(&modes, options.dns_capture),
             ),
         ];
         for (wanted, program, direction, cost) in optional {
@@ -179,7 +213,9 @@ impl Probes {
             match attach_cgroup_skb(&mut ebpf, program, direction) {
                 Ok(id) => {
                     cgroup_ids.push(id);
-                    dns_capture |= program == DNS_CAPTURE;
+                    dns_capture |= program == INGRESS
+                        && options.dns_capture
+                        && modes.dns == DnsSource::CgroupSkb;
                 }
                 Err(e) => {
                     tracing::warn!("degraded: {program} unavailable ({e}); {cost}");

@@ -4,7 +4,10 @@
 
 use tracer_common::config::ProbeConfig;
 
-use super::spec::{PROBES, ProbeSpec};
+use super::{
+    modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
+    spec::{PROBES, ProbeSpec},
+};
 use crate::kernel::{
     btf::{BtfError, KernelBtf},
     layouts::LayoutError,
@@ -41,6 +44,8 @@ pub struct KernelSetup {
     pub unavailable: Vec<Unavailable>,
     /// `enum sk_rst_reason` names as `tcp:tcp_send_reset` prints them (empty before 6.10).
     pub reset_reasons: ResetReasons,
+    /// Which source each feature uses here.
+    pub modes: Modes,
 }
 
 impl std::fmt::Debug for ProbeSpec {
@@ -88,11 +93,62 @@ impl KernelSetup {
                 reset_reasons = ResetReasons::new(format.symbolic_values(field));
             }
         }
+        let modes = Self::modes(&available, &config, btf);
+        if reset_reasons.is_empty() && modes.no_socket_resets == NoSocketResets::Packets {
+            // The one reason the packet path infers; the value newer kernels give it.
+            reset_reasons = ResetReasons::new([(1, "NO_SOCKET".to_owned())].into());
+        }
         Ok(Self {
             config,
             available,
             unavailable,
             reset_reasons,
+            modes,
+        })
+    }
+
+    fn modes(available: &[&'static ProbeSpec], config: &ProbeConfig, btf: &KernelBtf) -> Modes {
+        let has = |program: &str| available.iter().any(|s| s.program == program);
+        Modes {
+            activity: if has("ct_send_len") && has("ct_recv_len") {
+                ActivitySource::Tracepoints
+            } else {
+                ActivitySource::Packets
+            },
+            dns: if btf.cgroup_skb_has_netns_cookie() {
+                DnsSource::CgroupSkb
+            } else if has("ct_dns_dev") {
+                DnsSource::Devices
+            } else {
+                DnsSource::Unavailable
+            },
+            // Before 6.10 `tcp_send_reset` has no reason and skips resets sent without a socket.
+            no_socket_resets: if has("ct_rst_tx") && config.send_reset.reason.is_present() {
+                NoSocketResets::Tracepoint
+            } else {
+                NoSocketResets::Packets
+            },
+        }
+    }
+
+    /// Uses the fallback sources `spec` names (see `Modes::forced`).
+    pub fn force(&mut self, spec: &str) -> Result<(), super::modes::ForceError> {
+        self.modes = self.modes.forced(spec)?;
+        if self.modes.dns == DnsSource::Devices
+            && !self.available.iter().any(|s| s.program == "ct_dns_dev")
+        {
+            self.modes.dns = DnsSource::Unavailable;
+        }
+        if self.modes.no_socket_resets == NoSocketResets::Packets && self.reset_reasons.is_empty() {
+            self.reset_reasons = ResetReasons::new([(1, "NO_SOCKET".to_owned())].into());
+        }
+        Ok(())
+    }
+
+    /// The probes to attach in this kernel's modes.
+    pub fn to_attach(&self, dns_capture: bool) -> impl Iterator<Item = &'static ProbeSpec> + '_ {
+        self.available.iter().copied().filter(move |spec| {
+            (spec.attach_if)(&self.modes) && (dns_capture || spec.program != "ct_dns_dev")
         })
     }
 }

@@ -2,6 +2,8 @@
 
 use tracer_common::config::ProbeConfig;
 
+use super::modes::{ActivitySource, DnsSource, Modes};
+
 use crate::kernel::{
     format::TracepointFormat,
     layouts::{self, LayoutError},
@@ -18,6 +20,8 @@ pub struct ProbeSpec {
     pub cost: &'static str,
     /// The format field whose `print fmt` names the kernel's reset reasons.
     pub names_reset_reasons: Option<&'static str>,
+    /// Attached only in these modes (a fallback source), or always.
+    pub attach_if: fn(&Modes) -> bool,
     /// Writes this tracepoint's record layout into the config.
     pub configure: fn(&TracepointFormat, &mut ProbeConfig) -> Result<(), LayoutError>,
 }
@@ -30,12 +34,17 @@ impl ProbeSpec {
     }
 }
 
+fn always(_: &Modes) -> bool {
+    true
+}
+
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         program: "ct_state",
         tracepoint: "sock/inet_sock_set_state",
         required: true,
         cost: "no connection tracking at all",
+        attach_if: always,
         names_reset_reasons: None,
         configure: |f, c| {
             c.state_change = layouts::state_change(f)?;
@@ -47,6 +56,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_destroy_sock",
         required: true,
         cost: "connections are never reported closed",
+        attach_if: always,
         names_reset_reasons: None,
         configure: |f, c| {
             c.destroy_sock = layouts::sock(f)?;
@@ -58,6 +68,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_receive_reset",
         required: false,
         cost: "resets received are not seen: peer resets look like plain closes",
+        attach_if: always,
         names_reset_reasons: None,
         configure: |f, c| {
             c.receive_reset = layouts::sock(f)?;
@@ -69,6 +80,7 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "tcp/tcp_send_reset",
         required: false,
         cost: "resets sent are not seen (refused connects, SO_LINGER 0 aborts)",
+        attach_if: always,
         names_reset_reasons: Some("reason"),
         configure: |f, c| {
             c.send_reset = layouts::send_reset(f)?;
@@ -79,7 +91,8 @@ pub const PROBES: &[ProbeSpec] = &[
         program: "ct_send_len",
         tracepoint: "sock/sock_send_length",
         required: false,
-        cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        cost: "activity is counted from packets instead (cgroup_skb: segments, not messages); needs Linux 6.3+",
+        attach_if: |modes| modes.activity == ActivitySource::Tracepoints,
         names_reset_reasons: None,
         configure: |f, c| {
             c.send_length = layouts::msg_length(f)?;
@@ -90,10 +103,23 @@ pub const PROBES: &[ProbeSpec] = &[
         program: "ct_recv_len",
         tracepoint: "sock/sock_recv_length",
         required: false,
-        cost: "no per-connection activity (bytes, requests, idle times); needs Linux 6.3+",
+        cost: "activity is counted from packets instead (cgroup_skb: segments, not messages); needs Linux 6.3+",
+        attach_if: |modes| modes.activity == ActivitySource::Tracepoints,
         names_reset_reasons: None,
         configure: |f, c| {
             c.recv_length = layouts::msg_length(f)?;
+            Ok(())
+        },
+    },
+    ProbeSpec {
+        program: "ct_dns_dev",
+        tracepoint: "net/netif_receive_skb",
+        required: false,
+        cost: "no DNS answers where cgroup_skb cannot name the namespace (before Linux 6.15)",
+        attach_if: |modes| modes.dns == DnsSource::Devices,
+        names_reset_reasons: None,
+        configure: |f, c| {
+            c.net_receive = layouts::net_receive(f)?;
             Ok(())
         },
     },

@@ -26,6 +26,8 @@ pub enum StartError {
     Btf(#[from] BtfError),
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error(transparent)]
+    Force(#[from] super::modes::ForceError),
     #[error("cannot watch the event ring buffer")]
     Reader(#[source] std::io::Error),
 }
@@ -39,6 +41,9 @@ pub struct Tracer {
     pub counters: PerCpuArray<MapData, u64>,
 }
 
+/// Forces older kernels' sources on this one (tests; see `Modes::forced`).
+pub const FORCE_SOURCES: &str = "CONNTRACER_FORCE_SOURCES";
+
 pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
     let missing = Capabilities::current().missing_for_tracing();
     if !missing.is_empty() {
@@ -46,7 +51,10 @@ pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
     }
     let tracefs = Tracefs::locate_or_mount()?;
     let btf = KernelBtf::open(Path::new(VMLINUX))?;
-    let setup = KernelSetup::resolve(&tracefs, &btf)?;
+    let mut setup = KernelSetup::resolve(&tracefs, &btf)?;
+    if let Ok(spec) = std::env::var(FORCE_SOURCES) {
+        setup.force(&spec)?;
+    }
     for gap in &setup.unavailable {
         tracing::warn!(
             probe = gap.spec.program,
@@ -56,6 +64,7 @@ pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
             gap.spec.cost
         );
     }
+    tracing::info!("feature sources on this kernel: {}", setup.modes);
     let mut probes = Probes::load(&setup, options)?;
     let reader = EventReader::new(
         probes.take_events()?,

@@ -192,6 +192,7 @@ fn resets_are_counted_with_the_kernels_reason_or_as_the_peers() {
         .at(MS)
         .between("10.0.0.2:9090", "10.0.0.1:40000");
     sent.0.reset = Some(Reset {
+        inferred: false,
         side: ResetSide::Sent,
         reason: None,
     });

@@ -74,6 +74,10 @@ pub struct TraceRecord {
     /// The kernel's `sk_rst_reason` name, e.g. `NO_SOCKET` (resets sent, Linux 6.10+).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `true` when `reason` was inferred, not named by the kernel (a reset
+    /// from a namespace's control socket, seen as a packet before 6.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_inferred: Option<bool>,
     /// TCP state of the socket at the reset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
@@ -169,6 +173,7 @@ impl RecordBuilder {
                 if let Some(reset) = ev.reset {
                     record.side = side_name(reset.side);
                     record.reason = reset.reason.map(|r| self.reason_name(r));
+                    record.reason_inferred = reset.inferred.then_some(true);
                 }
                 record.state = (ev.tcp_state != 0).then(|| tcp::state_name(ev.tcp_state));
             }
@@ -250,6 +255,7 @@ impl RecordBuilder {
             error: None,
             side: None,
             reason: None,
+            reason_inferred: None,
             state: None,
             idle_before_reuse_ms: None,
             status: None,

@@ -1,0 +1,51 @@
+//! The two cgroup_skb programs on the cgroup v2 root, which see every
+//! packet of every socket in every network namespace. Each parses the IP
+//! header once and hands the packet to the features this kernel needs
+//! (`features` bits, frozen at load: the verifier drops the others).
+
+use aya_ebpf::programs::SkBuffContext;
+use tracer_common::config::features::{DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, RST_PACKETS};
+
+use crate::{
+    config, dns, http,
+    packet::{self, IPPROTO_TCP},
+    packet_activity::{self, Direction},
+    rst_packet,
+};
+
+#[inline(always)]
+pub fn on_egress(ctx: &SkBuffContext) {
+    let features = config::features();
+    let Some((family, l4, protocol)) = packet::transport(ctx) else {
+        return;
+    };
+    if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
+        && let Some(sk) = packet::full_sock(ctx)
+    {
+        if features & PACKET_ACTIVITY != 0 {
+            packet_activity::on_segment(ctx, sk, l4, protocol, Direction::Egress);
+        }
+        if features & RST_PACKETS != 0 {
+            rst_packet::on_egress(ctx, sk, family, l4, protocol);
+        }
+    }
+    if features & HTTP_PEEK != 0 && protocol == IPPROTO_TCP {
+        http::on_egress(ctx, family, l4);
+    }
+}
+
+#[inline(always)]
+pub fn on_ingress(ctx: &SkBuffContext) {
+    let features = config::features();
+    let Some((family, l4, protocol)) = packet::transport(ctx) else {
+        return;
+    };
+    if features & PACKET_ACTIVITY != 0
+        && let Some(sk) = packet::full_sock(ctx)
+    {
+        packet_activity::on_segment(ctx, sk, l4, protocol, Direction::Ingress);
+    }
+    if features & DNS_NETNS_COOKIE != 0 {
+        dns::on_ingress(ctx, family, l4, protocol);
+    }
+}
