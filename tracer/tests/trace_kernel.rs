@@ -19,6 +19,7 @@ use support::{
     require_root,
     tracer::{TraceSession, dump, select},
 };
+use tracer::kernel::privileges::{Capabilities, KernelPolicy};
 
 const PORT: u16 = 8080;
 
@@ -650,13 +651,15 @@ fn bad_options_are_clear_errors() {
 
 /// Runs conntracer as root with every capability dropped.
 fn without_capabilities(args: &[&str]) -> std::process::Output {
+    with_only(&["--bounding-set=-all"], args)
+}
+
+/// Runs conntracer with the bounding set `bounding` (and nothing inherited).
+fn with_only(bounding: &[&str], args: &[&str]) -> std::process::Output {
     std::process::Command::new("setpriv")
-        .args([
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
+        .args(["--inh-caps=-all", "--ambient-caps=-all"])
+        .args(bounding)
+        .arg("--")
         .arg(env!("CARGO_BIN_EXE_conntracer"))
         .args(args)
         .output()
@@ -688,9 +691,28 @@ fn missing_privileges_name_the_capabilities() {
     assert!(stdout.contains("conntracer cannot run here"), "{stdout}");
 }
 
+/// CAP_BPF and CAP_PERFMON are enough, unless the kernel asks for more
+/// (Debian's perf_event_paranoid 3: CAP_SYS_ADMIN; before 5.11 with a small
+/// memlock limit: CAP_SYS_RESOURCE); then the error names what is missing.
 #[test]
 fn cap_bpf_and_cap_perfmon_are_enough() {
     require_root();
+    let policy = KernelPolicy::current();
+    let bpf_perfmon = Capabilities::from_status("CapEff:\t000000c000000000\n");
+    let beyond = bpf_perfmon.missing_for_tracing(&policy);
+    if !beyond.is_empty() {
+        let out = with_only(
+            &["--bounding-set=-all,+bpf,+perfmon"],
+            &["trace", "--duration", "1s"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for cap in &beyond {
+            assert!(stderr.contains(cap.name), "{policy:?}: {stderr}");
+            assert!(stderr.contains(&*cap.why), "{policy:?}: {stderr}");
+        }
+        return;
+    }
     let pair = PodPair::new();
     let only_bpf_perfmon = [
         "setpriv",

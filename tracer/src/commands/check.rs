@@ -19,7 +19,7 @@ use crate::{
         mount,
         privileges::{
             CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Capabilities,
-            Capability,
+            KernelPolicy,
         },
         tracefs::Tracefs,
     },
@@ -84,7 +84,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         );
     }
 
-    check_privileges(&mut report, version);
+    check_privileges(&mut report);
 
     let btf = match KernelBtf::open(Path::new(VMLINUX)) {
         Ok(btf) => match btf.kernel_offsets() {
@@ -182,46 +182,49 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn check_privileges(report: &mut Report, version: (u32, u32)) {
+fn check_privileges(report: &mut Report) {
     let caps = Capabilities::current();
-    let admin = caps.has(CAP_SYS_ADMIN);
-    let line = |report: &mut Report, cap: Capability, needed: Status| {
-        if caps.has(cap) {
-            report.line(Status::Ok, cap.name, cap.why);
-        } else {
+    let policy = KernelPolicy::current();
+    let missing = caps.missing_for_tracing(&policy);
+    let admin = caps.has(&CAP_SYS_ADMIN);
+    for cap in [
+        CAP_BPF,
+        CAP_PERFMON,
+        CAP_NET_ADMIN,
+        CAP_SYS_ADMIN,
+        CAP_SYS_RESOURCE,
+    ] {
+        if let Some(needed) = missing.iter().find(|m| m.bit == cap.bit) {
             report.line(
-                needed,
-                cap.name,
-                format!("not held; needed for {}", cap.why),
+                Status::Missing,
+                needed.name,
+                format!("not held; needed for {}", needed.why),
             );
-        }
-    };
-    for cap in [CAP_BPF, CAP_PERFMON] {
-        let needed = if admin {
-            Status::Degraded
-        } else {
-            Status::Missing
-        };
-        if !caps.has(cap) && admin {
+        } else if caps.has(&cap) {
+            report.line(Status::Ok, cap.name, cap.why);
+        } else if admin && (cap == CAP_BPF || cap == CAP_PERFMON) {
             report.line(
                 Status::Ok,
                 cap.name,
                 "not held, but CAP_SYS_ADMIN covers it",
             );
+        } else if cap == CAP_SYS_RESOURCE {
+            let why = if policy.memlock_charged {
+                format!(
+                    "not needed: RLIMIT_MEMLOCK is already {} KiB",
+                    policy.memlock_limit / 1024
+                )
+            } else {
+                "not needed: Linux 5.11+ charges BPF memory to the memory cgroup".to_owned()
+            };
+            report.line(Status::Ok, cap.name, why);
         } else {
-            line(report, cap, needed);
+            report.line(
+                Status::Degraded,
+                cap.name,
+                format!("not held; needed for {}", cap.why),
+            );
         }
-    }
-    line(report, CAP_NET_ADMIN, Status::Degraded);
-    line(report, CAP_SYS_ADMIN, Status::Degraded);
-    if version < (5, 11) {
-        line(report, CAP_SYS_RESOURCE, Status::Missing);
-    } else {
-        report.line(
-            Status::Ok,
-            CAP_SYS_RESOURCE.name,
-            "not needed: Linux 5.11+ charges BPF memory to the memory cgroup",
-        );
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     errors::chain,
-    kernel::privileges::{Capabilities, Capability},
+    kernel::privileges::{Capabilities, Capability, KernelPolicy},
 };
 
 /// The object `tracer/build.rs` built from `tracer-ebpf`.
@@ -149,7 +149,7 @@ fn ingress_cost(modes: &Modes, dns_capture: bool) -> String {
 
 impl Probes {
     pub fn load(setup: &KernelSetup, options: &LoadOptions) -> Result<Self, LoadError> {
-        let missing = Capabilities::current().missing_for_tracing();
+        let missing = Capabilities::current().missing_for_tracing(&KernelPolicy::current());
         if !missing.is_empty() {
             return Err(LoadError::MissingCapabilities(missing));
         }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::kernel::{
     btf::{BtfError, KernelBtf, VMLINUX},
-    privileges::Capabilities,
+    privileges::{Capabilities, KernelPolicy},
     tracefs::{Tracefs, TracefsError},
 };
 
@@ -45,7 +45,7 @@ pub struct Tracer {
 pub const FORCE_SOURCES: &str = "CONNTRACER_FORCE_SOURCES";
 
 pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
-    let missing = Capabilities::current().missing_for_tracing();
+    let missing = Capabilities::current().missing_for_tracing(&KernelPolicy::current());
     if !missing.is_empty() {
         return Err(LoadError::MissingCapabilities(missing).into());
     }
