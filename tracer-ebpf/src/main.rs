@@ -21,6 +21,7 @@ mod maps;
 mod packet;
 mod record;
 mod reset;
+mod seed;
 
 use aya_ebpf::{
     macros::{cgroup_skb, tracepoint},

@@ -93,7 +93,11 @@ impl ConnectionTable {
                 conn.end = Some(EndReason::from_stats(&conn.stats));
                 Applied::Closed(Box::new(conn))
             }
-            EventKind::Connect | EventKind::Accept | EventKind::Reset | EventKind::Reuse => {
+            EventKind::Connect
+            | EventKind::Accept
+            | EventKind::Seeded
+            | EventKind::Reset
+            | EventKind::Reuse => {
                 let conn = self.upsert(ev);
                 if ev.kind == EventKind::Reuse
                     && let Some(idle) = conn.last_reuse_idle()

@@ -1,11 +1,13 @@
 //! The probes: which programs exist and what each one's absence costs
 //! (`spec`), this kernel's layouts for them (`setup`), loading and attaching
-//! (`loader`), bringing it all up in order (`start`), and reading what they
-//! report (`reader`, `counters`).
+//! (`loader`), bringing it all up in order (`start`), reading what they
+//! report (`reader`, `counters`), and the start-up enumeration of sockets
+//! that already exist (`seed`).
 
 pub mod counters;
 pub mod loader;
 pub mod reader;
+pub mod seed;
 pub mod setup;
 pub mod spec;
 pub mod start;

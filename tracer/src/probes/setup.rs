@@ -2,7 +2,7 @@
 //! kernel into the `ProbeConfig` the programs load with, and which probes
 //! this kernel cannot run.
 
-use tracer_common::config::ProbeConfig;
+use tracer_common::{config::ProbeConfig, seed::SeedOffsets};
 
 use super::spec::{PROBES, ProbeSpec};
 use crate::kernel::{
@@ -41,6 +41,8 @@ pub struct KernelSetup {
     pub unavailable: Vec<Unavailable>,
     /// `enum sk_rst_reason` names as `tcp:tcp_send_reset` prints them (empty before 6.10).
     pub reset_reasons: ResetReasons,
+    /// What the start-up enumeration reads, or why this kernel's BTF cannot say.
+    pub seed_offsets: Result<SeedOffsets, String>,
 }
 
 impl std::fmt::Debug for ProbeSpec {
@@ -93,6 +95,7 @@ impl KernelSetup {
             available,
             unavailable,
             reset_reasons,
+            seed_offsets: btf.seed_offsets().map_err(|e| crate::errors::chain(&e)),
         })
     }
 }
