@@ -294,3 +294,20 @@ fn daemon_attributes_an_idle_timeout_on_a_connection_opened_before_it_started() 
         );
     }
 }
+
+#[test]
+fn check_says_whether_the_start_up_enumeration_works() {
+    require_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_conntracer"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("start-up enumeration"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines.iter().all(|l| l.starts_with("ok")), "{stdout}");
+    assert!(lines[1].contains("iter/tcp verified and run"), "{stdout}");
+}

@@ -16,6 +16,7 @@ use tracer_common::{
 use crate::{
     metadata::{
         namespaces::{distinct_namespaces, in_namespace},
+        netns::host_netns_inode,
         sockets::{SocketOwner, owners},
     },
     probes::{
@@ -37,10 +38,18 @@ pub fn seed(probes: &mut Probes, setup: &KernelSetup) -> Result<Seeded, SeedErro
     probes.load_seed(setup)?;
     let mut records: HashMap<u64, SeedRecord> = HashMap::new();
     let mut namespaces = 0;
+    let mut unentered = 0;
     let mut first_error = None;
+    let ours = host_netns_inode();
     for (inode, path) in distinct_namespaces() {
         let link = probes.seed_link()?;
-        match in_namespace(&path, move || Some(link.read())) {
+        // Our own namespace needs no setns (and so no CAP_SYS_ADMIN).
+        let found = if Some(inode) == ours {
+            Some(link.read())
+        } else {
+            in_namespace(&path, move || Some(link.read()))
+        };
+        match found {
             Some(Ok(found)) => {
                 namespaces += 1;
                 // A socket shown twice (a full seq buffer) is the same socket.
@@ -50,14 +59,22 @@ pub fn seed(probes: &mut Probes, setup: &KernelSetup) -> Result<Seeded, SeedErro
                 tracing::debug!("enumerating network namespace {inode}: {e}");
                 first_error.get_or_insert(e);
             }
-            // Gone since it was listed.
-            None => tracing::debug!("network namespace {inode} could not be entered"),
+            // Gone since it was listed, or not ours to enter.
+            None => {
+                tracing::debug!("network namespace {inode} could not be entered");
+                unentered += 1;
+            }
         }
     }
     if namespaces == 0
         && let Some(e) = first_error
     {
         return Err(e);
+    }
+    if unentered > 0 {
+        tracing::warn!(
+            "connections opened before start are not tracked in {unentered} network namespaces that could not be entered (setns needs CAP_SYS_ADMIN; some may have just gone)"
+        );
     }
     let inodes: HashSet<u64> = records
         .values()
