@@ -28,6 +28,11 @@ pub enum EventKind {
     /// (`http_status`) left a socket. Only the tuple and status are known:
     /// userspace joins it to the connection.
     HttpStatus = 8,
+    /// A connection that existed before the tracer started, found by the
+    /// start-up enumeration (never sent by the ring buffer: userspace makes
+    /// it from a `SeedRecord`). Listeners found so come as `Listen` with
+    /// `flags::SEEDED`.
+    Seeded = 9,
 }
 
 impl EventKind {
@@ -41,6 +46,7 @@ impl EventKind {
             6 => Self::Close,
             7 => Self::Reuse,
             8 => Self::HttpStatus,
+            9 => Self::Seeded,
             _ => return None,
         })
     }
@@ -113,6 +119,9 @@ pub mod flags {
     pub const CLOSED: u32 = 1 << 5;
     /// The kernel reported a reset reason (`rst_reason` is valid).
     pub const RST_REASON: u32 = 1 << 6;
+    /// Opened before the tracer started: found by the start-up enumeration
+    /// (opening time and, until its first I/O, owner unknown).
+    pub const SEEDED: u32 = 1 << 7;
 }
 
 /// Timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC; 0 = never) and counters.

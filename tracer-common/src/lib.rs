@@ -5,11 +5,12 @@
 //! The one userspace-only piece, the aya `Pod` impls that let these types
 //! travel through maps, is [`user`], behind the `user` feature; the kernel
 //! side builds without it (`no_std`, no aya).
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod seed;
 pub mod tcp;
 
 #[cfg(feature = "user")]

@@ -2,7 +2,8 @@
 
 use crate::{
     config::ProbeConfig,
-    event::{ConnEvent, DnsEvent, ListenerKey, SockState},
+    event::{ConnEvent, DnsEvent, ListenerKey, Owner, SockState},
+    seed::{SeedOffsets, SeedRecord},
 };
 
 // SAFETY: all are `#[repr(C)]`, `Copy`, contain no pointers, and every bit
@@ -12,3 +13,6 @@ unsafe impl aya::Pod for SockState {}
 unsafe impl aya::Pod for ListenerKey {}
 unsafe impl aya::Pod for ConnEvent {}
 unsafe impl aya::Pod for DnsEvent {}
+unsafe impl aya::Pod for SeedOffsets {}
+unsafe impl aya::Pod for SeedRecord {}
+unsafe impl aya::Pod for Owner {}

@@ -24,6 +24,7 @@ mod packet_activity;
 mod record;
 mod reset;
 mod rst_packet;
+mod seed;
 mod skb;
 
 use aya_ebpf::{

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use tracer_common::{
     counters::Counter,
     event::{ListenerKey, Owner, SockState},
+    seed::SeedRecord,
 };
 
 /// Per-socket state, keyed by `struct sock` address (captured at the first
@@ -36,6 +37,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 /// 512-byte BPF stack next to everything else.
 #[map]
 pub static SCRATCH: PerCpuArray<SockState> = PerCpuArray::with_max_entries(1, 0);
+
+/// One `SeedRecord` per CPU for the start-up enumeration to build in.
+#[map]
+pub static SEED_SCRATCH: PerCpuArray<SeedRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn bump(counter: Counter) {

@@ -73,6 +73,8 @@ pub enum EventKindArg {
     Http503,
     Failure,
     Dns,
+    /// Connections that existed before the start (listeners found so are `listen`).
+    Seeded,
 }
 
 impl EventKindArg {
@@ -88,6 +90,7 @@ impl EventKindArg {
             EventKindArg::Http503 => "http_503",
             EventKindArg::Failure => "failure",
             EventKindArg::Dns => "dns",
+            EventKindArg::Seeded => "seeded",
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     events::{Clock, Event},
     kernel::reset_reasons::ResetReasons,
     metadata::{PodName, Pods, addresses::NetnsAddresses, cookies::NetnsCookies},
-    probes::reader::EventReader,
+    probes::{reader::EventReader, seed::SeedCounts},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -41,6 +41,11 @@ pub struct Pipeline {
     /// Each namespace's addresses, for records named by address only.
     pub addresses: NetnsAddresses,
     pub skipped: Skipped,
+    /// What the start-up enumeration found.
+    pub seeded: SeedCounts,
+    /// Its records, applied first at the next ingest (before anything the
+    /// ring buffers hold, which can only be newer).
+    seeded_pending: Vec<ConnEvent>,
     /// Reused drain buffers.
     batch: Vec<ConnEvent>,
     dns_batch: Vec<DnsEvent>,
@@ -61,9 +66,17 @@ impl Pipeline {
             cookies: NetnsCookies::default(),
             addresses: NetnsAddresses::default(),
             skipped: Skipped::default(),
+            seeded: SeedCounts::default(),
+            seeded_pending: Vec::new(),
             batch: Vec::new(),
             dns_batch: Vec::new(),
         }
+    }
+
+    /// Sockets that existed before the start, to apply at the next ingest.
+    pub fn seed(&mut self, events: Vec<ConnEvent>, counts: SeedCounts) {
+        self.seeded_pending = events;
+        self.seeded = counts;
     }
 
     /// Applies one record read at `now_ns`.
@@ -152,6 +165,7 @@ impl Pipeline {
         }
         self.dns_batch = dns;
         let mut batch = std::mem::take(&mut self.batch);
+        batch.append(&mut self.seeded_pending);
         reader.drain(&mut batch);
         for raw in batch.drain(..) {
             let tap: Option<EventTap> = match &mut tap {

@@ -248,3 +248,22 @@ fn full_setup_per_recorded_kernel_names_what_is_degraded() {
         );
     }
 }
+
+#[test]
+fn seed_offsets_resolve_on_every_recorded_kernel() {
+    let mut mstamps = Vec::new();
+    for kernel in KERNELS {
+        let btf = KernelBtf::open(&kernels_dir().join(kernel).join("btf/vmlinux")).unwrap();
+        let o = btf.seed_offsets().unwrap();
+        // sock_common has not moved in these kernels; tcp_sock has (6.8 regrouped it).
+        assert_eq!(
+            (o.daddr, o.rcv_saddr, o.dport, o.num, o.family),
+            (0, 4, 12, 14, 16),
+            "{kernel}"
+        );
+        assert_eq!((o.v6_daddr, o.v6_rcv_saddr), (56, 72), "{kernel}");
+        assert!(o.socket_inode > 0 && o.inode_ino > 0, "{kernel}: {o:?}");
+        mstamps.push(o.tcp_mstamp);
+    }
+    assert_eq!(mstamps, [1664, 1704, 1656]);
+}

@@ -130,7 +130,8 @@ pub fn gather(
             ttl_expired: st.ttl_expired,
         }),
         requests: s.requests,
-        connection_age: Duration::from_nanos(at_ns.saturating_sub(s.start_ns)),
+        connection_age: Duration::from_nanos(at_ns.saturating_sub(conn.known_since_ns())),
+        seeded: conn.seeded(),
     };
     (facts, evidence)
 }

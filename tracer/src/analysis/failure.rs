@@ -106,9 +106,17 @@ pub struct Evidence {
     pub dns: Option<DnsEvidence>,
     /// Requests the connection had carried (this one included).
     pub requests: u32,
+    /// For a seeded connection: its first known activity, a lower bound.
     #[serde(rename = "connection_age_ms", with = "serde_ms")]
     pub connection_age: Duration,
+    /// Opened before conntracer started (found at start-up): its opening
+    /// time, and its owner until its first I/O, were not seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seeded: bool,
 }
+
+/// How the evidence says a connection was seeded.
+pub const SEEDED_NOTE: &str = "opened before conntracer started";
 
 impl std::fmt::Display for Evidence {
     /// `key=value` pairs in key order, the way `diagnose` prints them.
@@ -156,6 +164,9 @@ impl std::fmt::Display for Evidence {
         }
         if let Some(reason) = &self.reset_sent_reason {
             pairs.push(("reset_sent_reason", reason.clone()));
+        }
+        if self.seeded {
+            pairs.push(("seeded", format!("\"{SEEDED_NOTE}\"")));
         }
         pairs.sort_by_key(|(key, _)| *key);
         let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();

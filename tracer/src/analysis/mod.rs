@@ -168,6 +168,8 @@ impl Analysis {
                     role: ev.role,
                 });
             }
+            // Opened before we started: not counted as opened, but its address is owned.
+            EventKind::Seeded => self.topology.own(ev.netns, ev.local.ip()),
             EventKind::Reset => self.reset(ev, out),
             EventKind::Reuse => {
                 if let Some(idle) = (ev.stats.last_reuse_idle_ns != 0)

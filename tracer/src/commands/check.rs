@@ -114,6 +114,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     };
 
+    if let Some(btf) = &btf {
+        check_seed(&mut report, btf, version);
+    }
+
     let tracefs = match Tracefs::locate() {
         Some(t) => {
             report.line(
@@ -179,6 +183,36 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     } else {
         println!("\nconntracer can run here.");
         ExitCode::SUCCESS
+    }
+}
+
+/// What is lost without the start-up enumeration.
+const SEED_COST: &str = "connections and listeners opened before start are not tracked (their failures and pod terminations are missed after a restart)";
+
+/// The start-up enumeration: an `iter/tcp` program (5.9+) and the members it reads.
+fn check_seed(report: &mut Report, btf: &KernelBtf, version: (u32, u32)) {
+    const WHAT: &str = "start-up enumeration";
+    if version < (5, 9) {
+        return report.line(
+            Status::Degraded,
+            WHAT,
+            format!("the TCP socket iterator needs Linux 5.9+; cost: {SEED_COST}"),
+        );
+    }
+    match btf.seed_offsets() {
+        Ok(o) => report.line(
+            Status::Ok,
+            WHAT,
+            format!(
+                "iter/tcp; tcp_sock.tcp_mstamp@{} bytes_acked@{} bytes_received@{}",
+                o.tcp_mstamp, o.bytes_acked, o.bytes_received
+            ),
+        ),
+        Err(e) => report.line(
+            Status::Degraded,
+            WHAT,
+            format!("{}; cost: {SEED_COST}", chain(&e)),
+        ),
     }
 }
 
@@ -324,7 +358,12 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
     };
     check_sources(report, &setup.modes);
     match Probes::load(&setup, options) {
-        Ok(probes) => {
+        Ok(mut probes) => {
+            // Enumerating our own namespace proves the iterator loads and runs.
+            let seeded = probes
+                .load_seed(&setup)
+                .and_then(|()| probes.seed_link())
+                .and_then(|link| link.read());
             let n = probes.program_ids().len();
             let failed: Vec<String> = probes
                 .failed
@@ -339,6 +378,21 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
             );
             for f in failed {
                 report.line(Status::Degraded, "programs", f);
+            }
+            match seeded {
+                Ok(found) => report.line(
+                    Status::Ok,
+                    "start-up enumeration",
+                    format!(
+                        "iter/tcp verified and run: {} sockets in this network namespace",
+                        found.len()
+                    ),
+                ),
+                Err(e) => report.line(
+                    Status::Degraded,
+                    "start-up enumeration",
+                    format!("{}; cost: {SEED_COST}", chain(&e)),
+                ),
             }
         }
         Err(e) => report.line(Status::Missing, "programs", chain(&e)),

@@ -76,6 +76,30 @@ impl Connection {
         }
     }
 
+    /// Opened before the tracer started: its opening time is unknown.
+    pub fn seeded(&self) -> bool {
+        self.stats.flags & flags::SEEDED != 0
+    }
+
+    /// The earliest moment it is known to have existed: its opening, or for
+    /// a seeded connection its first known activity (its age is then a lower bound).
+    pub fn known_since_ns(&self) -> u64 {
+        if self.stats.start_ns != 0 {
+            return self.stats.start_ns;
+        }
+        [
+            self.stats.established_ns,
+            self.stats.last_send_ns,
+            self.stats.last_recv_ns,
+            self.stats.fin_in_ns,
+            self.stats.fin_out_ns,
+        ]
+        .into_iter()
+        .filter(|ns| *ns != 0)
+        .min()
+        .unwrap_or(0)
+    }
+
     /// From established (or the attempt) to CLOSE.
     pub fn lifetime(&self) -> Option<Duration> {
         gap(self.opened_ns(), self.stats.closed_ns)

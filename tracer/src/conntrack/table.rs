@@ -93,7 +93,11 @@ impl ConnectionTable {
                 conn.end = Some(EndReason::from_stats(&conn.stats));
                 Applied::Closed(Box::new(conn))
             }
-            EventKind::Connect | EventKind::Accept | EventKind::Reset | EventKind::Reuse => {
+            EventKind::Connect
+            | EventKind::Accept
+            | EventKind::Seeded
+            | EventKind::Reset
+            | EventKind::Reuse => {
                 let conn = self.upsert(ev);
                 if ev.kind == EventKind::Reuse
                     && let Some(idle) = conn.last_reuse_idle()
@@ -249,6 +253,36 @@ mod tests {
         reset.role = Role::Unknown;
         assert!(matches!(table.apply(&mut reset), Applied::Untracked));
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_seeded_connection_is_tracked_without_an_opening() {
+        let mut table = ConnectionTable::new(10);
+        let seeded = ConnStats {
+            last_send_ns: 2_999,
+            last_recv_ns: 3_000,
+            requests: 1,
+            flags: flags::SEEDED | flags::ESTABLISHED,
+            ..Default::default()
+        };
+        let Applied::Open { id } = table.apply(&mut event(EventKind::Seeded, 0xd, seeded)) else {
+            panic!()
+        };
+        let closed = ConnStats {
+            fin_in_ns: 8_000,
+            closed_ns: 9_000,
+            flags: seeded.flags | flags::FIN_IN | flags::CLOSED,
+            ..seeded
+        };
+        let Applied::Closed(conn) = table.apply(&mut event(EventKind::Close, 0xd, closed)) else {
+            panic!()
+        };
+        assert_eq!(conn.id, id);
+        assert!(conn.seeded());
+        assert_eq!(conn.end, Some(EndReason::PeerClose));
+        assert_eq!(conn.lifetime(), None, "its opening was not seen");
+        assert_eq!(conn.known_since_ns(), 2_999);
+        assert_eq!(conn.idle_at_close(), Some(Duration::from_nanos(6_000)));
     }
 
     #[test]

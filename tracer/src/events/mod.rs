@@ -60,6 +60,13 @@ pub struct Reset {
     pub inferred: bool,
 }
 
+impl Event {
+    /// Opened before the tracer started (found by the start-up enumeration).
+    pub fn seeded(&self) -> bool {
+        self.stats.flags & tracer_common::event::flags::SEEDED != 0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Event {
     pub kind: EventKind,
@@ -172,6 +179,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Close => "close",
         EventKind::Reuse => "reuse",
         EventKind::HttpStatus => "http_503",
+        EventKind::Seeded => "seeded",
     }
 }
 

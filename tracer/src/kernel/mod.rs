@@ -7,6 +7,7 @@ pub mod layouts;
 pub mod mount;
 pub mod privileges;
 pub mod reset_reasons;
+pub mod seed_offsets;
 pub mod tracefs;
 
 /// `uname -r`.

@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod kubernetes;
 pub mod namespaces;
 pub mod netns;
+pub mod sockets;
 
 use std::{
     collections::HashMap,

@@ -28,6 +28,18 @@ pub fn namespace_files() -> Vec<PathBuf> {
     files
 }
 
+/// One file per distinct namespace, by inode (the first path that opens it).
+pub fn distinct_namespaces() -> Vec<(u32, PathBuf)> {
+    let mut seen = std::collections::HashSet::new();
+    namespace_files()
+        .into_iter()
+        .filter_map(|path| {
+            let inode = std::fs::metadata(&path).ok()?.ino() as u32;
+            seen.insert(inode).then_some((inode, path))
+        })
+        .collect()
+}
+
 /// A file that opens the namespace with this inode.
 pub fn namespace_file(inode: u32) -> Option<PathBuf> {
     namespace_files()
@@ -96,6 +108,13 @@ pub fn local_addresses() -> Option<Vec<std::net::IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_are_listed_once() {
+        let all = distinct_namespaces();
+        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        assert_eq!(all.iter().filter(|(inode, _)| *inode == ours).count(), 1);
+    }
 
     #[test]
     fn our_own_namespace_has_loopback() {

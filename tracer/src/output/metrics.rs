@@ -148,6 +148,8 @@ pub struct Metrics {
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
+    pub seeded_connections: Counter,
+    pub seeded_listeners: Counter,
     pub probe_attach_failures: Family<ProbeLabels, Counter>,
 }
 
@@ -177,6 +179,8 @@ impl Metrics {
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
+            seeded_connections: Counter::default(),
+            seeded_listeners: Counter::default(),
             probe_attach_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -282,6 +286,16 @@ impl Metrics {
             "map_evictions",
             "Connections lost from tracking (kernel LRU map or the userspace table was full)",
             m.map_evictions.clone(),
+        );
+        registry.register(
+            "seeded_connections",
+            "Connections that existed before this start, found at attach and tracked from then on",
+            m.seeded_connections.clone(),
+        );
+        registry.register(
+            "seeded_listeners",
+            "Listening sockets that existed before this start, found at attach",
+            m.seeded_listeners.clone(),
         );
         registry.register(
             "probe_attach_failures",
@@ -463,6 +477,8 @@ impl Output for MetricsOutput {
             ));
         }
         self.kernel_before = state.kernel;
+        raise_to(&m.seeded_connections, p.seeded.connections);
+        raise_to(&m.seeded_listeners, p.seeded.listeners);
         m.tracked_connections.set(p.table.len() as i64);
 
         let stale = p.analysis.open_to_stale_dns(p.table.iter(), state.now_ns);

@@ -173,6 +173,11 @@ impl Probes {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(
+                "SEED_CONFIG",
+                setup.seed_offsets.as_ref().unwrap_or(&Default::default()),
+                true,
+            )
             .map_max_entries("SOCKS", options.max_connections)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(OBJECT)
@@ -271,6 +276,11 @@ impl Probes {
             name: "COUNTERS",
             error,
         })
+    }
+
+    /// The loaded object, for the programs other modules load (`seed`).
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// "N probes attached (program ids a,b,c)", for start-up messages.

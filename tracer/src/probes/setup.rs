@@ -2,7 +2,7 @@
 //! kernel into the `ProbeConfig` the programs load with, and which probes
 //! this kernel cannot run.
 
-use tracer_common::config::ProbeConfig;
+use tracer_common::{config::ProbeConfig, seed::SeedOffsets};
 
 use super::{
     modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
@@ -46,6 +46,8 @@ pub struct KernelSetup {
     pub reset_reasons: ResetReasons,
     /// Which source each feature uses here.
     pub modes: Modes,
+    /// What the start-up enumeration reads, or why this kernel's BTF cannot say.
+    pub seed_offsets: Result<SeedOffsets, String>,
 }
 
 impl std::fmt::Debug for ProbeSpec {
@@ -104,6 +106,7 @@ impl KernelSetup {
             unavailable,
             reset_reasons,
             modes,
+            seed_offsets: btf.seed_offsets().map_err(|e| crate::errors::chain(&e)),
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod query;
+pub mod seed;
 
 use std::time::Duration;
 
@@ -98,13 +99,31 @@ pub struct Session {
 impl Session {
     /// Loads and attaches the probes with `config`; pods named by `pods`.
     pub fn start(config: &Config, pods: Pods) -> Result<Self, StartError> {
-        let tracer = probes::start(&config.probes)?;
-        let pipeline = Pipeline::new(
+        let mut tracer = probes::start(&config.probes)?;
+        let mut pipeline = Pipeline::new(
             config.analysis.clone(),
             pods,
             config.probes.max_connections as usize,
             tracer.setup.reset_reasons.clone(),
         );
+        // After attach, so nothing falls between the enumeration and the tracepoints.
+        match seed::seed(&mut tracer.probes, &tracer.setup) {
+            Ok(seeded) => {
+                let c = seeded.counts;
+                tracing::info!(
+                    "seeded {} connections and {} listeners that existed before start, from {} network namespaces ({} with a known owner)",
+                    c.connections,
+                    c.listeners,
+                    c.namespaces,
+                    c.owned
+                );
+                pipeline.seed(seeded.events, c);
+            }
+            Err(e) => tracing::warn!(
+                "connections opened before start are not tracked: {}",
+                crate::errors::chain(&e)
+            ),
+        }
         let health = Health::new(tracer.probes.program_ids().len());
         Ok(Self {
             tracer,

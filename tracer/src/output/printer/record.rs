@@ -37,6 +37,10 @@ pub struct TraceRecord {
     /// Connection id, stable for the connection's life in this session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conn: Option<u64>,
+    /// The connection or listener existed before conntracer started (found
+    /// by the start-up enumeration); only present when true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeded: Option<bool>,
 
     // close
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +165,7 @@ impl RecordBuilder {
                 Applied::Untracked => None,
             },
             status: ev.http_status,
+            seeded: (ev.seeded() || closed.is_some_and(Connection::seeded)).then_some(true),
             ..Self::empty()
         };
         match ev.kind {
@@ -176,6 +181,15 @@ impl RecordBuilder {
                     record.reason_inferred = reset.inferred.then_some(true);
                 }
                 record.state = (ev.tcp_state != 0).then(|| tcp::state_name(ev.tcp_state));
+            }
+            EventKind::Seeded => {
+                let s = &ev.stats;
+                record.state = Some(tcp::state_name(ev.tcp_state));
+                record.tx_bytes = Some(s.tx_bytes);
+                record.rx_bytes = Some(s.rx_bytes);
+                let last = s.last_send_ns.max(s.last_recv_ns);
+                record.idle_ms = (last != 0 && ev.mono_ns >= last)
+                    .then(|| ms(Duration::from_nanos(ev.mono_ns - last)));
             }
             EventKind::Reuse => {
                 record.idle_before_reuse_ms = (ev.stats.last_reuse_idle_ns != 0)
@@ -208,6 +222,7 @@ impl RecordBuilder {
             direction: Some(f.direction.as_str()),
             peer: Some(f.peer.clone()),
             evidence: serde_json::to_value(&f.evidence).ok(),
+            seeded: f.evidence.seeded.then_some(true),
             ..Self::empty()
         }
     }
@@ -242,6 +257,7 @@ impl RecordBuilder {
             local: String::new(),
             remote: String::new(),
             conn: None,
+            seeded: None,
             end: None,
             lifetime_ms: None,
             idle_ms: None,
