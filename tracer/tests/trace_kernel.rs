@@ -821,7 +821,7 @@ fn dns_response(id: u16, name: &str, ip: [u8; 4]) -> Vec<u8> {
 }
 
 #[test]
-fn dns_answers_are_seen_in_the_receiving_pod() {
+fn dns_answers_and_a_change_are_seen_in_the_receiving_pod() {
     require_root();
     let pair = PodPair::new();
     let trace = TraceSession::start(&["--namespace", &pair.namespace, "--event", "dns"]);
@@ -841,27 +841,38 @@ fn dns_answers_are_seen_in_the_receiving_pod() {
             .unwrap();
         let (_, from) = socket.recv_from(&mut buf).unwrap();
         socket.send_to(&[0xff; 40], from).unwrap();
+        // Then the name moves to another address: a DNS change.
+        let (_, from) = socket.recv_from(&mut buf).unwrap();
+        socket
+            .send_to(
+                &dns_response(0x4243, "api.lab.example", [203, 0, 113, 9]),
+                from,
+            )
+            .unwrap();
     });
     pair.client.run("ct-resolver", move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 512];
-        for _ in 0..2 {
+        for _ in 0..3 {
             s.send_to(b"query", server).unwrap();
             s.recv_from(&mut buf).unwrap();
         }
     });
     responder.join().unwrap();
-    trace.wait_for("a dns event", |ev| !ev.is_empty());
-    // Give the garbage answer time to arrive (and be skipped).
+    trace.wait_for("two dns events", |ev| ev.len() >= 2);
+    // Give anything else time to arrive (the garbage is skipped).
     std::thread::sleep(Duration::from_millis(300));
     let events = trace.stop();
     assert_eq!(
         events.len(),
-        1,
-        "only the well-formed answer: {}",
+        2,
+        "only the well-formed answers: {}",
         dump(&events)
     );
+    let moved = &events[1];
+    assert_eq!(moved["answers"], serde_json::json!(["203.0.113.9"]));
+    assert_eq!(moved["changed"].as_bool(), Some(true), "{}", dump(&events));
     let dns = &events[0];
     assert_eq!(
         (dns["event"].as_str(), dns["pod"].as_str()),

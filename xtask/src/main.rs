@@ -38,6 +38,10 @@ enum Cmd {
     Lab {
         /// One scenario (default: all).
         scenario: Option<String>,
+        /// Use the binaries and tools already there: no setup, no build (the
+        /// kernel matrix runs the lab inside a guest this way).
+        #[arg(long)]
+        prebuilt: bool,
     },
     /// Overhead, throughput and memory against a baseline and peer tracers (needs root).
     Bench {
@@ -89,9 +93,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Lab { scenario } => {
-            setup::all()?;
-            lab::run(scenario.as_deref())
+        Cmd::Lab { scenario, prebuilt } => {
+            if !prebuilt {
+                setup::all()?;
+            }
+            lab::run(scenario.as_deref(), !prebuilt)
         }
         Cmd::Bench { quick } => {
             setup::all()?;

@@ -34,6 +34,8 @@ pub fn all(lint: bool) -> Result<()> {
             "trace_kernel",
             "--test",
             "daemon",
+            "--test",
+            "seeded",
             "--",
             "--test-threads",
             "2",
@@ -56,7 +58,7 @@ pub fn all(lint: bool) -> Result<()> {
         bail!("{deploy_failed} deploy checks failed");
     }
     // The lab: every root cause reproduced with real Envoy.
-    let (lab_passed, lab_failed) = crate::lab::run_scenarios(None)?;
+    let (lab_passed, lab_failed) = crate::lab::run_scenarios(None, true)?;
     let passed = totals.passed + deploy_passed as u64 + lab_passed as u64;
     if lab_failed > 0 {
         println!("tests: {passed} passed, {lab_failed} failed");

@@ -32,8 +32,11 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn prepare() -> Result<Self> {
-        crate::cargo(&["build", "--package", "tracer", "--bin", "conntracer"])?;
+    /// `build`: build conntracer first (not when the host built it already).
+    pub fn prepare(build: bool) -> Result<Self> {
+        if build {
+            crate::cargo(&["build", "--package", "tracer", "--bin", "conntracer"])?;
+        }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .context("workspace root")?
@@ -125,7 +128,7 @@ impl Outcome {
 const ATTEMPTS: usize = 3;
 
 /// Runs the scenarios and reports each; returns (passed, failed).
-pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
+pub fn run_scenarios(only: Option<&str>, build: bool) -> Result<(usize, usize)> {
     let selected: Vec<_> = SCENARIOS
         .iter()
         .filter(|s| only.is_none_or(|o| o == s.name))
@@ -134,7 +137,7 @@ pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
         let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
         bail!("unknown scenario; choose one of: {}", names.join(", "));
     }
-    let lab = Lab::prepare()?;
+    let lab = Lab::prepare(build)?;
     let mut outcomes = Vec::new();
     for (i, scenario) in selected.iter().enumerate() {
         println!("\n=== lab scenario {}: {}", scenario.name, scenario.about);
@@ -181,8 +184,8 @@ pub fn run_scenarios(only: Option<&str>) -> Result<(usize, usize)> {
     Ok((passed, failed.len()))
 }
 
-pub fn run(only: Option<&str>) -> Result<()> {
-    match run_scenarios(only)? {
+pub fn run(only: Option<&str>, build: bool) -> Result<()> {
+    match run_scenarios(only, build)? {
         (_, 0) => Ok(()),
         (_, failed) => bail!("{failed} lab scenarios failed"),
     }
