@@ -267,3 +267,53 @@ fn seed_offsets_resolve_on_every_recorded_kernel() {
     }
     assert_eq!(mstamps, [1664, 1704, 1656]);
 }
+
+/// Formats read inside the matrix's guest kernels (`tests/data/kernels/`).
+fn guest(kernel: &str) -> Tracefs {
+    Tracefs::at(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/kernels")
+            .join(kernel),
+    )
+}
+
+#[test]
+fn linux_5_10_records_have_no_family_and_still_load() {
+    let k = "5.10.0-43-cloud-amd64";
+    for event in ["tcp/tcp_destroy_sock", "tcp/tcp_receive_reset"] {
+        let layout = layouts::sock(&guest(k).format(event).unwrap()).unwrap();
+        assert_eq!(
+            layout.tuple.family,
+            Field::ABSENT,
+            "{event}: told by addresses"
+        );
+        assert_eq!(
+            (layout.tuple.saddr_v6, layout.tuple.daddr_v6),
+            (f(28, 16), f(44, 16)),
+            "{event}"
+        );
+    }
+    let state =
+        layouts::state_change(&guest(k).format("sock/inet_sock_set_state").unwrap()).unwrap();
+    assert_eq!(state.tuple.family, f(28, 2), "inet_sock_set_state has it");
+    let reset = layouts::send_reset(&guest(k).format("tcp/tcp_send_reset").unwrap()).unwrap();
+    assert_eq!(reset.reason, Field::ABSENT);
+    assert_eq!(reset.tuple.family, Field::ABSENT);
+    assert!(guest(k).format("sock/sock_send_length").is_err());
+}
+
+#[test]
+fn the_device_dns_tracepoint_has_the_same_record_on_every_guest_kernel() {
+    for k in [
+        "5.10.0-43-cloud-amd64",
+        "6.1.0-57-cloud-amd64",
+        "6.12.117+deb12-cloud-amd64",
+    ] {
+        let layout =
+            layouts::net_receive(&guest(k).format("net/netif_receive_skb").unwrap()).unwrap();
+        assert_eq!(layout.skbaddr, f(8, 8), "{k}");
+        // 6.10+ names the reason; older kernels leave it to the packet path.
+        let reset = layouts::send_reset(&guest(k).format("tcp/tcp_send_reset").unwrap()).unwrap();
+        assert_eq!(reset.reason.is_present(), k.starts_with("6.12"), "{k}");
+    }
+}
