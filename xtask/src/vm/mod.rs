@@ -49,6 +49,21 @@ pub struct Outcome {
     pub total: Duration,
 }
 
+/// Kills the child when xtask dies, even by SIGKILL (a CI job cancelled):
+/// neither qemu nor virtiofsd may outlive the run that started them.
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Where the VM's kernels, apt state and run directories live.
 fn vm_dir() -> Result<PathBuf> {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {

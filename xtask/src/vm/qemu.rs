@@ -123,6 +123,7 @@ fn qemu_command(b: &Boot, ports: &Ports, socket: &Path) -> Result<Command> {
     for port in [&ports.console, &ports.output, &ports.status] {
         cmd.arg("-serial").arg(format!("file:{}", port.display()));
     }
+    super::die_with_parent(&mut cmd);
     let log = File::create(b.run_dir.join("qemu.log"))?;
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -43,7 +43,9 @@ impl Virtiofsd {
         }
         std::fs::create_dir_all(&mount_point)?;
         let log = std::fs::File::create(run_dir.join("virtiofsd.log"))?;
-        let child = Command::new("unshare")
+        let mut cmd = Command::new("unshare");
+        super::die_with_parent(&mut cmd);
+        let child = cmd
             .args(["--mount", "--propagation", "private", "--"])
             .args(["sh", "-c", SERVE_READ_ONLY, "virtiofsd"])
             .arg(&mount_point)
