@@ -51,7 +51,7 @@ pub fn all(lint: bool) -> Result<()> {
     Ok(())
 }
 
-/// The kernel tests again on older Debian kernels under qemu (3 to 7 minutes
+/// The kernel tests again on older Debian kernels under qemu (1 to 4 minutes
 /// each): off unless CONNTRACER_KERNEL_MATRIX names them (`all`, `5.10,6.1`).
 /// Returns how many passed.
 fn kernel_matrix(passed_before: u64) -> Result<u64> {
