@@ -1,7 +1,7 @@
 #!/bin/sh
 # PID 1 of the test guest. The host's root arrives read-only over virtio-fs;
 # a tmpfs overlay on top makes it writable for the guest alone (target/tmp,
-# $HOME caches, /run/netns), and nothing the guest does reaches the host.
+# $HOME caches, /tmp), and nothing the guest does reaches the host.
 # The command's output goes to ttyS1, its exit status to ttyS2 (parameters
 # come from the kernel command line: xtask_run, xtask_modules).
 /bin/busybox --install -s /bin
@@ -34,8 +34,8 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm
-mount -t tmpfs -o mode=1777 tmp $R/tmp
-mount -t tmpfs -o mode=1777 vartmp $R/var/tmp
+# /tmp stays the overlay's: a target directory there must remain visible.
+# /run starts empty, as at boot (no stale netns names from the host).
 mount -t tmpfs -o mode=755 run $R/run
 # The tracer finds cgroup v2 wherever /proc/self/mounts says it is.
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup

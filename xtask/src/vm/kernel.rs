@@ -98,12 +98,7 @@ fn download(series: &Series, vm_dir: &Path, dir: &Path) -> Result<()> {
             candidate.name, candidate.version, series.name
         );
         match apt.download(candidate, &debs) {
-            Ok(deb) => {
-                unpack(&deb, dir)?;
-                std::fs::remove_file(&deb)?;
-                let file = deb.file_name().unwrap_or_default().to_string_lossy();
-                return std::fs::write(dir.join(STAMP), format!("{file}\n")).map_err(Into::into);
-            }
+            Ok(deb) => return install(&deb, dir),
             // Typically a 404: the index lists a build the mirror dropped.
             Err(e) => eprintln!("xtask: {e:#}; trying an older build"),
         }
@@ -112,6 +107,21 @@ fn download(series: &Series, vm_dir: &Path, dir: &Path) -> Result<()> {
         "none of the newest {MAX_ATTEMPTS} builds of kernel {} could be downloaded",
         series.name
     )
+}
+
+/// Unpacks `deb` beside `dir` and moves it into place complete, so a run
+/// that is interrupted or races another never leaves half a kernel there.
+fn install(deb: &Path, dir: &Path) -> Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let staging = dir.with_file_name(format!("{name}.unpacking-{}", std::process::id()));
+    unpack(deb, &staging)?;
+    let file = deb.file_name().unwrap_or_default().to_string_lossy();
+    std::fs::write(staging.join(STAMP), format!("{file}\n"))?;
+    std::fs::remove_file(deb)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&staging, dir).with_context(|| format!("moving the kernel to {dir:?}"))
 }
 
 /// `dpkg-deb -x`, then depmod: the package ships no modules.dep (its
