@@ -9,6 +9,7 @@ mod deploy;
 mod lab;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -56,7 +57,34 @@ enum Cmd {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Only the kernel tests, inside a VM running this Debian kernel
+        /// (5.10, 6.1, 6.12 or all; repeatable).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
     },
+    /// Debian cloud kernels under qemu, the host's root shared read-only.
+    Vm {
+        #[command(subcommand)]
+        command: VmCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Boot a kernel and run a command in the current directory inside it;
+    /// exits with the command's status.
+    Run {
+        /// Kernel series: 5.10, 6.1 or 6.12.
+        #[arg(long)]
+        kernel: String,
+        /// Seconds before the guest is killed, boot included.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Download and unpack kernels ahead of time (cached; default: all).
+    Fetch { kernels: Vec<String> },
 }
 
 fn main() -> ExitCode {
@@ -114,7 +142,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Test { no_lint } => test::all(!no_lint),
+        Cmd::Test { no_lint, kernels } if kernels.is_empty() => test::all(!no_lint),
+        Cmd::Test { kernels, .. } => vm::matrix::run(&vm::matrix::series(&kernels)?),
+        Cmd::Vm {
+            command:
+                VmCmd::Run {
+                    kernel,
+                    timeout,
+                    command,
+                },
+        } => {
+            let code = vm::run_command(&kernel, &command, timeout)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Cmd::Vm {
+            command: VmCmd::Fetch { kernels },
+        } => vm::fetch(&vm::matrix::series(&kernels)?),
     }
 }
 

@@ -17,6 +17,20 @@ const DEBIAN: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
 ];
 
+/// What `cargo xtask vm` boots the kernels with (command or file → package).
+const VM: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    (crate::vm::VIRTIOFSD, "qemu-system-common"),
+    // The guest's first stage is static: it runs before the host's root is there.
+    ("/bin/busybox", "busybox-static"),
+    ("dpkg-deb", "dpkg"),
+    // The kernel packages ship no modules.dep.
+    ("depmod", "kmod"),
+    ("xz", "xz-utils"),
+    ("unshare", "util-linux"),
+    ("findmnt", "util-linux"),
+];
+
 /// The tracers the full bench compares with.
 const BENCH_PEERS: &[(&str, &str)] = &[("tcplife", "libbpf-tools"), ("bpftrace", "bpftrace")];
 
@@ -91,6 +105,10 @@ pub fn bench_peers() -> Result<()> {
     install_missing(BENCH_PEERS)
 }
 
+pub fn vm_prerequisites() -> Result<()> {
+    install_missing(VM)
+}
+
 fn debian_packages() -> Result<()> {
     install_missing(DEBIAN)
 }
@@ -157,7 +175,11 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// `program` is on PATH or in an sbin directory; an absolute path must exist.
 pub fn on_path(program: &str) -> bool {
+    if program.starts_with('/') {
+        return std::path::Path::new(program).is_file();
+    }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
         || ["/usr/sbin", "/sbin"]
@@ -170,7 +192,7 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");

@@ -68,14 +68,53 @@ pub fn all(lint: bool) -> Result<()> {
     // judged, and it is not counted as a test.
     crate::bench::run(true)?;
     println!("bench --quick: ran (figures above are reported, not judged; not counted)");
+    let passed = passed + kernel_matrix(passed)?;
     println!("tests: {passed} passed, 0 failed");
     Ok(())
 }
 
+/// The kernel tests again on older Debian kernels under qemu (1 to 4 minutes
+/// each): off unless CONNTRACER_KERNEL_MATRIX names them (`all`, `5.10,6.1`).
+/// Returns how many passed.
+fn kernel_matrix(passed_before: u64) -> Result<u64> {
+    let Some(kernels) = crate::vm::matrix::from_env()? else {
+        return Ok(0);
+    };
+    let matrix = crate::vm::matrix::matrix(&kernels)?;
+    if matrix.failed > 0 {
+        let passed = passed_before + matrix.passed;
+        println!("tests: {passed} passed, {} failed", matrix.failed);
+        bail!("{} tests failed on the kernel matrix", matrix.failed);
+    }
+    Ok(matrix.passed)
+}
+
 #[derive(Default)]
-struct Totals {
-    passed: u64,
-    failed: u64,
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl Totals {
+    /// Adds the counts of a libtest `test result: ok. 3 passed; 1 failed; …`
+    /// line; returns whether it was one.
+    pub fn add_result_line(&mut self, line: &str) -> bool {
+        let Some(result) = line.strip_prefix("test result: ") else {
+            return false;
+        };
+        for part in result.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            match (
+                words.next().and_then(|n| n.parse::<u64>().ok()),
+                words.next(),
+            ) {
+                (Some(n), Some("passed")) => self.passed += n,
+                (Some(n), Some("failed")) => self.failed += n,
+                _ => {}
+            }
+        }
+        true
+    }
 }
 
 /// Every fallback source `CONNTRACER_FORCE_SOURCES` can force.
@@ -93,19 +132,7 @@ fn cargo_test(args: &[&str], env: &[(&str, &str)]) -> Result<Totals> {
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(result) = line.strip_prefix("test result: ") {
-            for part in result.split(['.', ';']) {
-                let mut words = part.split_whitespace();
-                match (
-                    words.next().and_then(|n| n.parse::<u64>().ok()),
-                    words.next(),
-                ) {
-                    (Some(n), Some("passed")) => totals.passed += n,
-                    (Some(n), Some("failed")) => totals.failed += n,
-                    _ => {}
-                }
-            }
-        }
+        totals.add_result_line(&line);
     }
     let status = child.wait()?;
     if !status.success() && totals.failed == 0 {

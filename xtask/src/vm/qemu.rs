@@ -1,0 +1,198 @@
+//! One guest boot under qemu (TCG): bounded by a timeout, killed on any
+//! error, its command's output streamed line by line as it arrives.
+
+use std::{
+    fs::File,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::virtiofsd::Virtiofsd;
+
+pub struct Boot<'a> {
+    pub vmlinuz: &'a Path,
+    pub initramfs: &'a Path,
+    /// Kernel command line parameters init.sh reads (`xtask_run=…`).
+    pub params: Vec<String>,
+    pub run_dir: &'a Path,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+}
+
+/// How a boot went: the command's exit status and when the guest came up.
+pub struct Outcome {
+    pub code: i32,
+    pub boot: Duration,
+    pub total: Duration,
+}
+
+/// The guest's serial ports, as files in the run directory.
+struct Ports {
+    console: PathBuf,
+    output: PathBuf,
+    status: PathBuf,
+}
+
+pub fn boot(b: &Boot, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    let ports = Ports {
+        console: b.run_dir.join("console.log"),
+        output: b.run_dir.join("output.log"),
+        status: b.run_dir.join("status"),
+    };
+    // Created before qemu opens them, so the reader can follow from the start.
+    for port in [&ports.console, &ports.output, &ports.status] {
+        File::create(port)?;
+    }
+    let virtiofsd = Virtiofsd::start(b.run_dir)?;
+    let started = Instant::now();
+    let mut qemu = Guard(
+        qemu_command(b, &ports, &virtiofsd.socket)?
+            .spawn()
+            .context("starting qemu-system-x86_64")?,
+    );
+
+    let mut output = Follow::open(&ports.output)?;
+    let mut boot = None;
+    loop {
+        let exited = qemu.0.try_wait()?;
+        output.lines(on_line)?;
+        let status = std::fs::read_to_string(&ports.status)?;
+        if boot.is_none() && status.starts_with("up") {
+            boot = Some(started.elapsed());
+        }
+        if let Some(exit) = exited {
+            output.lines(on_line)?;
+            output.rest(on_line);
+            return match parse_exit(&status) {
+                Some(code) => Ok(Outcome {
+                    code,
+                    boot: boot.unwrap_or_default(),
+                    total: started.elapsed(),
+                }),
+                None => bail!(
+                    "the guest stopped ({exit}) without reporting an exit status; \
+                     qemu: {}\nconsole:\n{}",
+                    tail(&b.run_dir.join("qemu.log")),
+                    tail(&ports.console)
+                ),
+            };
+        }
+        if started.elapsed() > b.timeout {
+            // Dropping the guards kills qemu and virtiofsd.
+            bail!(
+                "the guest did not finish within {} s; console:\n{}",
+                b.timeout.as_secs(),
+                tail(&ports.console)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn qemu_command(b: &Boot, ports: &Ports, socket: &Path) -> Result<Command> {
+    let mem = b.memory_mib;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-nodefaults", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none"])
+        .args(["-smp", &b.cpus.to_string(), "-m", &format!("{mem}M")])
+        // vhost-user-fs needs the guest's memory shared with virtiofsd.
+        .args([
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+            "-numa",
+            "node,memdev=mem",
+        ])
+        .arg("-chardev")
+        .arg(format!("socket,id=vfs,path={}", socket.display()))
+        .args(["-device", "vhost-user-fs-pci,chardev=vfs,tag=hostroot"])
+        .args(["-device", "virtio-rng-pci"])
+        .arg("-kernel")
+        .arg(b.vmlinuz)
+        .arg("-initrd")
+        .arg(b.initramfs)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet tsc=reliable {}",
+            b.params.join(" ")
+        ));
+    for port in [&ports.console, &ports.output, &ports.status] {
+        cmd.arg("-serial").arg(format!("file:{}", port.display()));
+    }
+    super::die_with_parent(&mut cmd);
+    let log = File::create(b.run_dir.join("qemu.log"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd)
+}
+
+/// `exit=N`, the last thing init.sh writes to ttyS2.
+fn parse_exit(status: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("exit=")?.parse().ok())
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Kills the child on drop, whatever path leaves the function.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads a file as it grows, handing out complete lines.
+struct Follow {
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl Follow {
+    fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            pending: Vec::new(),
+        })
+    }
+
+    fn lines(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<()> {
+        self.file.read_to_end(&mut self.pending)?;
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            on_line(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']));
+        }
+        Ok(())
+    }
+
+    /// A last line without its newline.
+    fn rest(&mut self, on_line: &mut dyn FnMut(&str)) {
+        if !self.pending.is_empty() {
+            on_line(&String::from_utf8_lossy(&self.pending));
+            self.pending.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_exit;
+
+    #[test]
+    fn exit_status_follows_the_up_line() {
+        assert_eq!(parse_exit("up\nexit=3\n"), Some(3));
+        assert_eq!(parse_exit("up\n"), None);
+    }
+}
