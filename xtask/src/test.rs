@@ -73,9 +73,10 @@ pub fn all(lint: bool) -> Result<()> {
     Ok(())
 }
 
-/// The kernel tests again on older Debian kernels under qemu (1 to 4 minutes
-/// each): off unless CONNTRACER_KERNEL_MATRIX names them (`all`, `5.10,6.1`).
-/// Returns how many passed.
+/// The kernel tests and two lab scenarios again on older Debian kernels
+/// under qemu (a few minutes each): every kernel unless
+/// CONNTRACER_KERNEL_MATRIX says otherwise (`5.10,6.1`, `none`). Returns how
+/// many passed.
 fn kernel_matrix(passed_before: u64) -> Result<u64> {
     let Some(kernels) = crate::vm::matrix::from_env()? else {
         return Ok(0);

@@ -1,7 +1,11 @@
 //! The kernel tests inside a VM per kernel: built on the host, run in the
 //! guest, their libtest output read back for the results.
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -9,7 +13,12 @@ use super::{Options, SERIES};
 use crate::test::Totals;
 
 /// The integration tests that need a kernel: eBPF programs and namespaces.
-const KERNEL_TESTS: &[&str] = &["trace_kernel", "daemon"];
+const KERNEL_TESTS: &[&str] = &["trace_kernel", "daemon", "seeded"];
+
+/// Lab scenarios run in each guest after the kernel tests (about a minute
+/// each under TCG): attribution as on the host, and a DNS change seen
+/// through whichever DNS source the kernel has.
+const LAB_SCENARIOS: &[&str] = &["idle-timeout", "dns-change"];
 
 /// As on the host, one per vCPU: under TCG that halves the time (about 75 s
 /// instead of 130 s on 6.12) and, measured on 6.1 and 6.12, fails no other test.
@@ -19,8 +28,8 @@ const TEST_THREADS: u32 = 2;
 /// on 6.1 and 6.12, 3.5 minutes on 5.10 (its failures wait out timeouts).
 const TIMEOUT_SECS: u64 = 2400;
 
-/// Set to `all` or a list like `5.10,6.1` to run the matrix at the end of
-/// `cargo xtask test`; unset, the matrix is skipped.
+/// Which kernels `cargo xtask test` runs the matrix on: unset or `all` for
+/// every one, a list like `5.10,6.1`, or `none` to skip it.
 pub const ENV: &str = "CONNTRACER_KERNEL_MATRIX";
 
 /// The kernels `names` asks for: `all` (or nothing) means every series.
@@ -35,11 +44,13 @@ pub fn series(names: &[String]) -> Result<Vec<String>> {
     Ok(names.into_iter().map(str::to_owned).collect())
 }
 
-/// The kernels `CONNTRACER_KERNEL_MATRIX` switches on, if any.
+/// The kernels `CONNTRACER_KERNEL_MATRIX` asks for (every one when unset);
+/// `None` for `none`.
 pub fn from_env() -> Result<Option<Vec<String>>> {
     match std::env::var(ENV) {
+        Ok(value) if value.trim() == "none" => Ok(None),
         Ok(value) if !value.trim().is_empty() => series(&[value]).map(Some),
-        _ => Ok(None),
+        _ => series(&[]).map(Some),
     }
 }
 
@@ -59,10 +70,14 @@ pub fn run(kernels: &[String]) -> Result<()> {
 /// Every kernel in turn, all of them even when one fails; the sum.
 pub fn matrix(kernels: &[String]) -> Result<Totals> {
     crate::setup::build_prerequisites()?;
+    crate::setup::vm_prerequisites()?;
     let binaries = build()?;
+    // The lab runs the host's conntracer and this very xtask in the guest.
+    crate::cargo(&["build", "--package", "tracer", "--bin", "conntracer"])?;
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let mut reports = Vec::new();
     for kernel in kernels {
-        let report = run_kernel(kernel, &binaries)
+        let report = run_kernel(kernel, &binaries, &xtask)
             .unwrap_or_else(|e| Report::broken(kernel, format!("{e:#}")));
         reports.push(report);
     }
@@ -111,14 +126,14 @@ fn build() -> Result<Vec<(String, PathBuf)>> {
     Ok(binaries)
 }
 
-fn run_kernel(kernel: &str, binaries: &[(String, PathBuf)]) -> Result<Report> {
+fn run_kernel(kernel: &str, binaries: &[(String, PathBuf)], xtask: &Path) -> Result<Report> {
     let started = Instant::now();
     // cargo runs integration tests in the package's directory.
     let tracer_dir = std::path::absolute(concat!(env!("CARGO_MANIFEST_DIR"), "/../tracer"))?;
     let mut reader = Reader::default();
     let outcome = super::run(
         kernel,
-        &["sh".into(), "-c".into(), guest_script(binaries)],
+        &["sh".into(), "-c".into(), guest_script(binaries, xtask)],
         &tracer_dir,
         &Options::with_timeout(TIMEOUT_SECS),
         &mut |line| {
@@ -135,14 +150,22 @@ fn run_kernel(kernel: &str, binaries: &[(String, PathBuf)]) -> Result<Report> {
     })
 }
 
-/// One binary after the other, each followed by a line with its status, so a
-/// binary that dies without a `test result:` line still counts as a failure.
-fn guest_script(binaries: &[(String, PathBuf)]) -> String {
+/// One binary after the other, then the lab scenarios, each followed by a
+/// line with its status, so one that dies without its result line still
+/// counts as a failure.
+fn guest_script(binaries: &[(String, PathBuf)], xtask: &Path) -> String {
     let mut script = String::from("failed=0\n");
     for (name, exe) in binaries {
         script.push_str(&format!(
             "'{}' --test-threads {TEST_THREADS}; s=$?; echo \"{END} {name} status=$s\"; [ $s = 0 ] || failed=1\n",
             exe.display()
+        ));
+    }
+    // The lab runs from the workspace root, with what the host built.
+    for scenario in LAB_SCENARIOS {
+        script.push_str(&format!(
+            "(cd .. && '{}' lab --prebuilt {scenario}); s=$?; echo \"{END} lab {scenario} status=$s\"; [ $s = 0 ] || failed=1\n",
+            xtask.display()
         ));
     }
     script.push_str("exit $failed\n");
@@ -177,7 +200,7 @@ struct Failure {
 
 impl Reader {
     fn line(&mut self, line: &str) {
-        if self.totals.add_result_line(line) {
+        if self.totals.add_result_line(line) || self.add_lab_line(line) {
             self.result_seen = true;
             self.finish_failure();
             return;
@@ -223,6 +246,23 @@ impl Reader {
         } else {
             failure.message.push(line.trim().to_owned());
         }
+    }
+
+    /// `lab: 1 passed, 0 failed`: the lab's summary counts as a result line.
+    fn add_lab_line(&mut self, line: &str) -> bool {
+        let Some(rest) = line.strip_prefix("lab: ") else {
+            return false;
+        };
+        let counts: Vec<u64> = rest
+            .split(", ")
+            .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+            .collect();
+        let [passed, failed] = counts[..] else {
+            return false;
+        };
+        self.totals.passed += passed;
+        self.totals.failed += failed;
+        true
     }
 
     fn finish_failure(&mut self) {
@@ -308,11 +348,14 @@ mod tests {
             "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
             "xtask-vm: end of trace_kernel status=101",
             "xtask-vm: end of daemon status=139",
+            "lab: 1 passed, 1 failed",
+            "lab: failed scenarios: dns-change (logs in target/lab/)",
+            "xtask-vm: end of lab dns-change status=1",
         ] {
             reader.line(line);
         }
-        assert_eq!(reader.totals.passed, 2);
-        assert_eq!(reader.totals.failed, 2);
+        assert_eq!(reader.totals.passed, 3);
+        assert_eq!(reader.totals.failed, 3);
         assert_eq!(
             reader.failures[0],
             (

@@ -28,6 +28,10 @@ const WANTED: &[&str] = &[
     "xt_REDIRECT",
     "xt_conntrack",
     "xt_owner",
+    // `-p tcp --dport` and `-j REJECT --reject-with tcp-reset` (dns-change lab).
+    "xt_tcpudp",
+    "ipt_REJECT",
+    "ip6t_REJECT",
 ];
 
 /// One module to load: its name in the initramfs and its contents.
