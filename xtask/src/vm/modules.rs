@@ -29,9 +29,19 @@ const WANTED: &[&str] = &[
     "xt_conntrack",
     "xt_owner",
     // `-p tcp --dport` and `-j REJECT --reject-with tcp-reset` (dns-change lab).
+    // iptables-nft turns these into xt matches or native nft expressions,
+    // depending on its version: both kinds.
     "xt_tcpudp",
     "ipt_REJECT",
     "ip6t_REJECT",
+    "nft_reject_ipv4",
+    "nft_reject_ipv6",
+    "nft_reject_inet",
+    // Every iptables-nft rule carries a counter; 5.10 builds it as a module.
+    "nft_counter",
+    "nft_ct",
+    "nft_nat",
+    "nft_redir",
 ];
 
 /// One module to load: its name in the initramfs and its contents.
