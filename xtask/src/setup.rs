@@ -106,7 +106,24 @@ pub fn bench_peers() -> Result<()> {
 }
 
 pub fn vm_prerequisites() -> Result<()> {
-    install_missing(VM)
+    install_missing(VM)?;
+    // Debian's plain `busybox` is dynamic and useless before the root is
+    // mounted; `busybox-static` replaces it.
+    if !crate::vm::busybox_is_static() {
+        eprintln!(
+            "xtask: installing Debian packages: busybox-static (replacing a dynamic busybox)"
+        );
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "busybox-static",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
 }
 
 fn debian_packages() -> Result<()> {

@@ -47,6 +47,11 @@ pub fn build(kernel: &Kernel, path: &Path) -> Result<PathBuf> {
 }
 
 /// An ELF64 program header of type PT_INTERP: the binary needs ld.so.
+/// `/bin/busybox` runs without a dynamic loader.
+pub fn busybox_is_static() -> bool {
+    std::fs::read(BUSYBOX).is_ok_and(|elf| !has_interpreter(&elf))
+}
+
 fn has_interpreter(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
     let u16_at = |o: usize| {

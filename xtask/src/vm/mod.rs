@@ -23,6 +23,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub use initramfs::busybox_is_static;
 pub use kernel::SERIES;
 pub use virtiofsd::VIRTIOFSD;
 
