@@ -5,7 +5,7 @@
 //! costs a few loads and returns.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
-use tracer_common::event::EventKind;
+use tracer_common::{event::EventKind, tcp::AF_INET};
 
 use crate::{
     emit::{self, Detail},
@@ -35,7 +35,7 @@ pub fn on_egress(ctx: &SkBuffContext, family: u16, l4: usize) {
     if status != 503 {
         return;
     }
-    report(ctx, family, l4, status);
+    report(ctx, family, status);
 }
 
 #[inline(always)]
@@ -43,22 +43,32 @@ fn digit(b: u8) -> u32 {
     b.wrapping_sub(b'0') as u32
 }
 
-/// Addresses and ports come from the packet's own headers, so an IPv4
-/// response on an AF_INET6 socket keeps its IPv4 addresses.
+/// Addresses and ports come from the socket, as its connection's tuple has
+/// them: with iptables REDIRECT the packet's source is the original
+/// destination (de-NATed before this hook), the socket's is the proxy's
+/// port. The socket keeps IPv4 addresses for an IPv4 peer of an AF_INET6
+/// socket too, so the packet's own version says which pair to read.
 #[inline(always)]
-fn report(ctx: &SkBuffContext, family: u16, l4: usize, status: u32) {
-    let Some((src, dst)) = packet::addresses(ctx, family) else {
-        return;
-    };
-    let Ok(ports) = ctx.load::<[u8; 4]>(l4) else {
-        return;
-    };
+fn report(ctx: &SkBuffContext, family: u16, status: u32) {
     let Some(st) = scratch() else { return };
     st.tuple.family = family;
-    st.tuple.saddr = src;
-    st.tuple.daddr = dst;
-    st.tuple.sport = u16::from_be_bytes([ports[0], ports[1]]);
-    st.tuple.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    st.tuple.sport = ctx.skb.local_port() as u16;
+    // `remote_port` is network order, and on little-endian kernels sits in the
+    // upper half of the u32 (the kernel shifts it there); accept either half.
+    let remote = ctx.skb.remote_port();
+    let remote = if remote > 0xffff {
+        remote >> 16
+    } else {
+        remote
+    };
+    st.tuple.dport = u16::from_be(remote as u16);
+    if family == AF_INET {
+        st.tuple.saddr[..4].copy_from_slice(&ctx.skb.local_ipv4().to_ne_bytes());
+        st.tuple.daddr[..4].copy_from_slice(&ctx.skb.remote_ipv4().to_ne_bytes());
+    } else {
+        copy_ipv6(ctx.skb.local_ipv6(), &mut st.tuple.saddr);
+        copy_ipv6(ctx.skb.remote_ipv6(), &mut st.tuple.daddr);
+    }
     st.owner.uid = ctx.get_socket_uid();
     let now = unsafe { bpf_ktime_get_ns() };
     emit::event(
@@ -71,4 +81,11 @@ fn report(ctx: &SkBuffContext, family: u16, l4: usize, status: u32) {
             ..Detail::NONE
         },
     );
+}
+
+#[inline(always)]
+fn copy_ipv6(words: &[u32; 4], out: &mut [u8; 16]) {
+    for (i, word) in words.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
 }

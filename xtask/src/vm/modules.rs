@@ -44,6 +44,15 @@ const WANTED: &[&str] = &[
     "nft_redir",
 ];
 
+/// Wanted only where the kernel builds them as modules of their own.
+const OPTIONAL: &[&str] = &[
+    "nft_counter",
+    "nft_ct",
+    "nft_nat",
+    "nft_redir",
+    "nft_reject_inet",
+];
+
 /// One module to load: its name in the initramfs and its contents.
 pub struct Module {
     pub file_name: String,
@@ -70,9 +79,14 @@ pub fn load_order(modules_dir: &Path) -> Result<Vec<Module>> {
         if builtin.iter().any(|b| b == wanted) {
             continue;
         }
-        let (path, _) = deps
-            .get(*wanted)
-            .with_context(|| format!("module {wanted} is neither built in nor in modules.dep"))?;
+        let Some((path, _)) = deps.get(*wanted) else {
+            // Folded into another module on this kernel (nft_counter is part
+            // of nf_tables since 5.13, for one): nothing to load.
+            if OPTIONAL.contains(wanted) {
+                continue;
+            }
+            bail!("module {wanted} is neither built in nor in modules.dep");
+        };
         visit(path, &deps, &mut order)?;
     }
     order
