@@ -12,25 +12,10 @@ use std::{
 
 use support::{
     apiserver::{ENDPOINT_SLICES, FakeApiServer, PODS, SERVICES, pod, service, slice},
+    http::get,
     netns::PodPair,
     require_root,
 };
-
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_owned(),
-    ))
-}
 
 /// A conntracer process serving HTTP on `addr` (`daemon`, or `trace --listen`).
 struct Serving {

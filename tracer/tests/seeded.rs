@@ -15,6 +15,7 @@ use std::{
 
 use serde_json::Value;
 use support::{
+    http::get,
     netns::PodPair,
     require_root,
     tracer::{TraceSession, dump, select},
@@ -161,22 +162,6 @@ fn trace_follows_connections_and_listeners_opened_before_it_started() {
     assert_eq!(accept[0]["pid"], std::process::id(), "{}", accept[0]);
     assert!(accept[0].get("seeded").is_none());
     assert!(one(&events, "connect", &late_local).get("seeded").is_none());
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_owned(),
-    ))
 }
 
 fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
