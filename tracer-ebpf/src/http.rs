@@ -10,18 +10,14 @@ use tracer_common::{event::EventKind, tcp::AF_INET};
 use crate::{
     emit::{self, Detail},
     maps::scratch,
-    packet,
 };
 
 /// Status lines look like `HTTP/1.1 503 Service Unavailable`.
 const STATUS_LINE_PREFIX: usize = 12;
 
-/// A TCP segment at transport offset `l4`.
+/// A TCP segment whose payload starts at `payload`.
 #[inline(always)]
-pub fn on_egress(ctx: &SkBuffContext, family: u16, l4: usize) {
-    let Some(payload) = packet::tcp_payload(ctx, l4) else {
-        return;
-    };
+pub fn on_egress(ctx: &SkBuffContext, family: u16, payload: usize) {
     if (ctx.len() as usize) < payload + STATUS_LINE_PREFIX {
         return;
     }

@@ -9,7 +9,6 @@ use aya_ebpf::{bindings::bpf_sock, helpers::bpf_ktime_get_ns, programs::SkBuffCo
 use crate::{
     activity,
     maps::{SOCKS, sock_key},
-    packet::{self, IPPROTO_TCP},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -18,21 +17,10 @@ pub enum Direction {
     Ingress,
 }
 
-/// Counts the segment if it carries data for a tracked socket.
+/// Counts a TCP segment whose payload starts at `payload` if it carries
+/// data for a tracked socket.
 #[inline(always)]
-pub fn on_segment(
-    ctx: &SkBuffContext,
-    sk: *mut bpf_sock,
-    l4: usize,
-    protocol: u8,
-    direction: Direction,
-) {
-    if protocol != IPPROTO_TCP {
-        return;
-    }
-    let Some(payload) = packet::tcp_payload(ctx, l4) else {
-        return;
-    };
+pub fn on_segment(ctx: &SkBuffContext, sk: *mut bpf_sock, payload: usize, direction: Direction) {
     let total = ctx.len() as usize;
     if total <= payload {
         return; // a bare ACK, SYN or FIN

@@ -11,7 +11,7 @@ use tracer_common::event::{EventKind, ResetSide};
 use crate::{
     emit::{self, Detail},
     maps::{LAST_TRACED_RST, scratch},
-    packet::{self, IPPROTO_TCP, TCP_RST},
+    packet::{self, TCP_RST},
 };
 
 const SOCK_RAW: u32 = 3;
@@ -34,11 +34,9 @@ fn traced_already(sport: u16, dport: u16, now: u64) -> bool {
     same
 }
 
+/// A TCP segment whose header is at `l4`.
 #[inline(always)]
-pub fn on_egress(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u16, l4: usize, protocol: u8) {
-    if protocol != IPPROTO_TCP {
-        return;
-    }
+pub fn on_egress(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u16, l4: usize) {
     let Ok(tcp_flags) = ctx.load::<u8>(l4 + 13) else {
         return;
     };

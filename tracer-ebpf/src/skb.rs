@@ -16,21 +16,25 @@ use crate::{
 #[inline(always)]
 pub fn on_egress(ctx: &SkBuffContext) {
     let features = config::features();
-    let Some((family, l4, protocol)) = packet::transport(ctx) else {
+    // Everything egress looks at is TCP: parse its header once for all.
+    let Some((family, l4, IPPROTO_TCP)) = packet::transport(ctx) else {
+        return;
+    };
+    let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
     if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
         && let Some(sk) = packet::full_sock(ctx)
     {
         if features & PACKET_ACTIVITY != 0 {
-            packet_activity::on_segment(ctx, sk, l4, protocol, Direction::Egress);
+            packet_activity::on_segment(ctx, sk, payload, Direction::Egress);
         }
         if features & RST_PACKETS != 0 {
-            rst_packet::on_egress(ctx, sk, family, l4, protocol);
+            rst_packet::on_egress(ctx, sk, family, l4);
         }
     }
-    if features & HTTP_PEEK != 0 && protocol == IPPROTO_TCP {
-        http::on_egress(ctx, family, l4);
+    if features & HTTP_PEEK != 0 {
+        http::on_egress(ctx, family, payload);
     }
 }
 
@@ -41,9 +45,11 @@ pub fn on_ingress(ctx: &SkBuffContext) {
         return;
     };
     if features & PACKET_ACTIVITY != 0
+        && protocol == IPPROTO_TCP
+        && let Some(payload) = packet::tcp_payload(ctx, l4)
         && let Some(sk) = packet::full_sock(ctx)
     {
-        packet_activity::on_segment(ctx, sk, l4, protocol, Direction::Ingress);
+        packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
     }
     if features & DNS_NETNS_COOKIE != 0 {
         dns::on_ingress(ctx, family, l4, protocol);

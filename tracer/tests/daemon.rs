@@ -12,7 +12,7 @@ use std::{
 
 use support::{
     apiserver::{ENDPOINT_SLICES, FakeApiServer, PODS, SERVICES, pod, service, slice},
-    http::get,
+    http::{get, metric},
     netns::PodPair,
     require_root,
 };
@@ -68,18 +68,6 @@ fn metrics_with_a_failure(addr: SocketAddr, labels: &[(&str, &str)]) -> String {
         assert!(Instant::now() < deadline, "no failure counted:\n{body}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    http::get,
+    http::{get, metric},
     netns::PodPair,
     require_root,
     tracer::{TraceSession, dump, select},
@@ -162,18 +162,6 @@ fn trace_follows_connections_and_listeners_opened_before_it_started() {
     assert_eq!(accept[0]["pid"], std::process::id(), "{}", accept[0]);
     assert!(accept[0].get("seeded").is_none());
     assert!(one(&events, "connect", &late_local).get("seeded").is_none());
-}
-
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 struct Daemon(Child);

@@ -98,7 +98,7 @@ impl Event {
     pub fn decode(raw: &ConnEvent, clock: &Clock) -> Result<Self, DecodeError> {
         let kind = EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
         let st = &raw.state;
-        let (family, local, remote) = addresses(&st.tuple);
+        let (family, local, remote) = tuple_addresses(&st.tuple);
         let reset = (kind == EventKind::Reset).then(|| Reset {
             side: match raw.reset_side {
                 1 => ResetSide::Sent,
@@ -145,10 +145,6 @@ fn comm(raw: &[u8; 16]) -> String {
 
 /// The family and the two ends (`saddr:sport`, `daddr:dport`) of a tuple.
 pub fn tuple_addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
-    addresses(t)
-}
-
-fn addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
     let ip = |raw: &[u8; 16]| -> IpAddr {
         if t.family == AF_INET6 {
             IpAddr::V6(Ipv6Addr::from(*raw))

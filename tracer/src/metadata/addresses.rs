@@ -7,11 +7,10 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
-    os::unix::fs::MetadataExt,
     time::{Duration, Instant},
 };
 
-use super::namespaces::{in_namespace, local_addresses, namespace_files};
+use super::namespaces::{distinct_namespaces, in_namespace, local_addresses};
 
 pub struct NetnsAddresses {
     by_netns: HashMap<u32, HashSet<IpAddr>>,
@@ -82,21 +81,13 @@ impl NetnsAddresses {
 
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let mut by_netns = HashMap::new();
-        let mut seen = HashSet::new();
-        for path in namespace_files() {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let inode = meta.ino() as u32;
-            if !seen.insert(inode) {
-                continue;
-            }
-            if let Some(addresses) = in_namespace(&path, local_addresses) {
-                by_netns.insert(inode, addresses.into_iter().collect());
-            }
-        }
-        self.by_netns = by_netns;
+        self.by_netns = distinct_namespaces()
+            .into_iter()
+            .filter_map(|(inode, path)| {
+                let addresses = in_namespace(&path, local_addresses)?;
+                Some((inode, addresses.into_iter().collect()))
+            })
+            .collect();
     }
 }
 
@@ -137,6 +128,7 @@ mod tests {
     #[test]
     fn this_namespace_has_loopback() {
         let mut addresses = NetnsAddresses::default();
+        use std::os::unix::fs::MetadataExt;
         let me = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
         assert!(addresses.is_local(me, ip("127.0.0.1")));
     }

@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -48,21 +47,10 @@ impl NetnsCookies {
     /// only the cookie tells them apart (cookies are never reused).
     pub fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let mut seen = std::collections::HashSet::new();
-        let mut map = HashMap::new();
-        for path in super::namespaces::namespace_files() {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let inode = meta.ino() as u32;
-            if !seen.insert(inode) {
-                continue;
-            }
-            if let Some(cookie) = cookie_of(path) {
-                map.insert(cookie, inode);
-            }
-        }
-        self.map = map;
+        self.map = super::namespaces::distinct_namespaces()
+            .into_iter()
+            .filter_map(|(inode, path)| Some((cookie_of(path)?, inode)))
+            .collect();
     }
 }
 

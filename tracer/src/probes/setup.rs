@@ -96,18 +96,28 @@ impl KernelSetup {
             }
         }
         let modes = Self::modes(&available, &config, btf);
-        if reset_reasons.is_empty() && modes.no_socket_resets == NoSocketResets::Packets {
-            // The one reason the packet path infers; the value newer kernels give it.
-            reset_reasons = ResetReasons::new([(1, "NO_SOCKET".to_owned())].into());
-        }
-        Ok(Self {
+        let mut setup = Self {
             config,
             available,
             unavailable,
             reset_reasons,
             modes,
             seed_offsets: btf.seed_offsets().map_err(|e| crate::errors::chain(&e)),
-        })
+        };
+        setup.name_inferred_reason();
+        Ok(setup)
+    }
+
+    /// The one reason the packet path infers gets the name (and the value)
+    /// newer kernels give it, where this kernel names none.
+    fn name_inferred_reason(&mut self) {
+        if self.reset_reasons.is_empty() && self.modes.no_socket_resets == NoSocketResets::Packets {
+            self.reset_reasons = ResetReasons::new([(1, "NO_SOCKET".to_owned())].into());
+        }
+    }
+
+    fn has(&self, program: &str) -> bool {
+        self.available.iter().any(|s| s.program == program)
     }
 
     fn modes(available: &[&'static ProbeSpec], config: &ProbeConfig, btf: &KernelBtf) -> Modes {
@@ -137,14 +147,10 @@ impl KernelSetup {
     /// Uses the fallback sources `spec` names (see `Modes::forced`).
     pub fn force(&mut self, spec: &str) -> Result<(), super::modes::ForceError> {
         self.modes = self.modes.forced(spec)?;
-        if self.modes.dns == DnsSource::Devices
-            && !self.available.iter().any(|s| s.program == "ct_dns_dev")
-        {
+        if self.modes.dns == DnsSource::Devices && !self.has("ct_dns_dev") {
             self.modes.dns = DnsSource::Unavailable;
         }
-        if self.modes.no_socket_resets == NoSocketResets::Packets && self.reset_reasons.is_empty() {
-            self.reset_reasons = ResetReasons::new([(1, "NO_SOCKET".to_owned())].into());
-        }
+        self.name_inferred_reason();
         Ok(())
     }
 

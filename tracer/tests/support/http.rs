@@ -1,4 +1,4 @@
-//! A plain HTTP/1.1 GET against the daemon's endpoints.
+//! Plain HTTP/1.1 GETs against the daemon's endpoints, and reading its metrics.
 
 use std::{
     io::{Read, Write},
@@ -21,4 +21,18 @@ pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         head.split_whitespace().nth(1)?.parse().ok()?,
         body.to_owned(),
     ))
+}
+
+/// The sum of `name` over the series of a `/metrics` body whose labels
+/// include every one of `labels`.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
