@@ -719,3 +719,87 @@ fn bad_configuration_names_the_key_or_flag() {
     assert!(err.contains("--listen"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Connections whose close event was lost (a full ring buffer) do not stay
+/// in the daemon's table: its audit finds the kernel no longer tracks their
+/// sockets and drops them, counted in `connections_expired_total`.
+#[test]
+fn connections_whose_close_was_lost_are_expired() {
+    require_root();
+    let pair = PodPair::new();
+    let addr: SocketAddr = "127.0.0.1:19481".parse().unwrap();
+    // One page of ring buffer holds about a dozen records.
+    let daemon = Serving::start(addr, &["--ring-bytes", "4096"]);
+    let server_ip = pair.server_v4;
+    let listener = pair.server.run("ct-server", move || {
+        TcpListener::bind((server_ip, 8080)).unwrap()
+    });
+    let target = SocketAddr::new(server_ip, 8080);
+    const HELD: usize = 10;
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        let client = pair
+            .client
+            .run("ct-client", move || TcpStream::connect(target).unwrap());
+        let (server, _) = listener.accept().unwrap();
+        held.push((client, server));
+        // Slow enough for the daemon to drain each opening.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let ns = pair.namespace.clone();
+    let tracked_ours = |body: &str| {
+        metric(
+            body,
+            "conntracer_connections_opened_total",
+            &[("namespace", &ns), ("role", "client")],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(addr, "/metrics").unwrap();
+        if tracked_ours(&body) >= HELD as f64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "openings not seen:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The reader frozen: 100 throwaway connections fill the ring, then the
+    // held ones close and their close events have no room.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    for _ in 0..100 {
+        let client = pair
+            .client
+            .run("ct-client", move || TcpStream::connect(target).unwrap());
+        let (server, _) = listener.accept().unwrap();
+        drop((client, server));
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+
+    // Two audit rounds (10 s apart) at most, plus a drain.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(45);
+    let body = loop {
+        let (_, body) = get(addr, "/metrics").unwrap();
+        if metric(&body, "conntracer_connections_expired_total", &[]) >= 2.0 * HELD as f64 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stuck connections not expired within 45 s:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let lost = metric(&body, "conntracer_events_lost_total", &[]);
+    let expired = metric(&body, "conntracer_connections_expired_total", &[]);
+    println!(
+        "lost {lost} events; {expired} connections expired {:.1} s after the reader resumed",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost >= 2.0 * HELD as f64,
+        "the held closes were lost: {lost}"
+    );
+}

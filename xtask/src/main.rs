@@ -8,6 +8,7 @@ mod bench;
 mod deploy;
 mod lab;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -49,6 +50,10 @@ enum Cmd {
         /// The reduced run (baseline, trace, daemon; small counts) the tests include.
         #[arg(long)]
         quick: bool,
+        /// Instead: the soak, SECONDS of mixed load with a SIGKILL and restart
+        /// half-way, sampled every 10 s; results under bench/results/.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
+        soak: Option<u64>,
     },
     /// Check deploy/: manifests against the Kubernetes schemas, alert rules with promtool.
     Deploy,
@@ -127,7 +132,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             lab::run(scenario.as_deref(), !prebuilt)
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench {
+            soak: Some(seconds),
+            ..
+        } => {
+            setup::all()?;
+            if !soak::run(seconds, true)? {
+                bail!("the soak failed (see the checks above)");
+            }
+            Ok(())
+        }
+        Cmd::Bench { quick, soak: None } => {
             setup::all()?;
             if !quick {
                 setup::bench_peers()?;

@@ -68,6 +68,13 @@ pub fn all(lint: bool) -> Result<()> {
     // judged, and it is not counted as a test.
     crate::bench::run(true)?;
     println!("bench --quick: ran (figures above are reported, not judged; not counted)");
+    // The short soak: nothing lost, nothing stuck, a SIGKILL survived.
+    println!("\n=== soak (60 s): mixed load, SIGKILL and restart, sampled every 10 s");
+    if !crate::soak::run(60, false)? {
+        println!("tests: {passed} passed, 1 failed");
+        bail!("the soak failed");
+    }
+    let passed = passed + 1;
     let passed = passed + kernel_matrix(passed)?;
     println!("tests: {passed} passed, 0 failed");
     Ok(())

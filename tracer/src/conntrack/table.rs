@@ -1,6 +1,13 @@
 //! Open connections by kernel socket, fed by events.
+//!
+//! Bounded without scans: eviction takes the least recently touched entry
+//! from a recency queue, and the audit that drops connections whose close
+//! was lost visits a fixed number of entries per round, round-robin.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
 
 use tracer_common::event::{EventKind, Role};
 
@@ -18,14 +25,31 @@ pub enum Applied {
     Untracked,
 }
 
+struct Tracked {
+    conn: Connection,
+    /// Sequence number of its latest event (its place in `recency`).
+    touched: u64,
+}
+
 pub struct ConnectionTable {
-    open: HashMap<u64, Connection>,
+    open: HashMap<u64, Tracked>,
     /// (local, remote) → socket, to join packet-level events (HTTP status).
     by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// (socket, touched) oldest first; an entry is stale once its socket was
+    /// touched again or closed, skipped when met and compacted in bulk.
+    recency: VecDeque<(u64, u64)>,
+    touches: u64,
+    /// (socket, connection id) in the order the audit visits them.
+    audit: VecDeque<(u64, u64)>,
+    /// (socket, touched) the kernel did not know at the last audit round.
+    suspects: Vec<(u64, u64)>,
     next_id: u64,
     capacity: usize,
     /// Entries dropped because the table was full.
     pub evicted: u64,
+    /// Entries dropped because the kernel no longer tracked their socket
+    /// (their close event was lost, or the kernel's map evicted them).
+    pub expired: u64,
 }
 
 impl ConnectionTable {
@@ -33,9 +57,14 @@ impl ConnectionTable {
         Self {
             open: HashMap::new(),
             by_endpoints: HashMap::new(),
+            recency: VecDeque::new(),
+            touches: 0,
+            audit: VecDeque::new(),
+            suspects: Vec::new(),
             next_id: 1,
             capacity: capacity.max(1),
             evicted: 0,
+            expired: 0,
         }
     }
 
@@ -48,16 +77,18 @@ impl ConnectionTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Connection> {
-        self.open.values()
+        self.open.values().map(|t| &t.conn)
     }
 
     /// The open connection with these endpoints, as seen from its own socket.
     pub fn by_endpoints(&self, local: SocketAddr, remote: SocketAddr) -> Option<&Connection> {
-        self.open.get(self.by_endpoints.get(&(local, remote))?)
+        self.open
+            .get(self.by_endpoints.get(&(local, remote))?)
+            .map(|t| &t.conn)
     }
 
     fn remove(&mut self, sock: u64) -> Option<Connection> {
-        let conn = self.open.remove(&sock)?;
+        let conn = self.open.remove(&sock)?.conn;
         if self.by_endpoints.get(&(conn.local, conn.remote)) == Some(&sock) {
             self.by_endpoints.remove(&(conn.local, conn.remote));
         }
@@ -113,33 +144,92 @@ impl ConnectionTable {
         if !self.open.contains_key(&ev.sock) && self.open.len() >= self.capacity {
             self.evict_one();
         }
+        self.compact_recency();
+        let touched = self.touches;
+        self.touches += 1;
+        self.recency.push_back((ev.sock, touched));
         let id = if self.open.contains_key(&ev.sock) {
             0
         } else {
-            self.allocate_id()
+            let id = self.allocate_id();
+            self.compact_audit();
+            self.audit.push_back((ev.sock, id));
+            id
         };
-        let conn = self
-            .open
-            .entry(ev.sock)
-            .or_insert_with(|| Connection::from_event(id, ev));
-        conn.update(ev);
-        if conn.local.port() != 0 {
-            self.by_endpoints.insert((conn.local, conn.remote), ev.sock);
+        let tracked = self.open.entry(ev.sock).or_insert_with(|| Tracked {
+            conn: Connection::from_event(id, ev),
+            touched,
+        });
+        tracked.touched = touched;
+        tracked.conn.update(ev);
+        if tracked.conn.local.port() != 0 {
+            self.by_endpoints
+                .insert((tracked.conn.local, tracked.conn.remote), ev.sock);
         }
-        conn
+        &mut tracked.conn
     }
 
-    /// Drops the connection idle the longest.
+    fn is_current(&self, sock: u64, touched: u64) -> bool {
+        self.open.get(&sock).is_some_and(|t| t.touched == touched)
+    }
+
+    /// Drops the connection touched least recently.
     fn evict_one(&mut self) {
-        if let Some(sock) = self
-            .open
-            .iter()
-            .min_by_key(|(_, c)| c.last_activity_ns())
-            .map(|(s, _)| *s)
-        {
-            self.remove(sock);
-            self.evicted += 1;
+        while let Some((sock, touched)) = self.recency.pop_front() {
+            if self.is_current(sock, touched) {
+                self.remove(sock);
+                self.evicted += 1;
+                return;
+            }
         }
+    }
+
+    /// Keeps the recency queue within twice the table (amortised O(1) per event).
+    fn compact_recency(&mut self) {
+        if self.recency.len() > 2 * self.open.len() + 1024 {
+            let open = &self.open;
+            self.recency
+                .retain(|&(sock, touched)| open.get(&sock).is_some_and(|t| t.touched == touched));
+        }
+    }
+
+    /// Keeps the audit queue within twice the table: under churn most
+    /// connections close before the audit reaches them.
+    fn compact_audit(&mut self) {
+        if self.audit.len() > 2 * self.open.len() + 1024 {
+            let open = &self.open;
+            self.audit
+                .retain(|&(sock, id)| open.get(&sock).is_some_and(|t| t.conn.id == id));
+        }
+    }
+
+    /// One audit round: drops the connections the kernel no longer tracks
+    /// (`kernel_tracks` false) at two rounds in a row with no event between
+    /// (the first sighting may be a close still in the ring buffer), then
+    /// visits the next `budget` entries. Returns how many it dropped.
+    pub fn audit(&mut self, budget: usize, kernel_tracks: impl Fn(u64) -> bool) -> u64 {
+        let mut dropped = 0;
+        for (sock, touched) in std::mem::take(&mut self.suspects) {
+            if self.is_current(sock, touched) && !kernel_tracks(sock) {
+                self.remove(sock);
+                dropped += 1;
+            }
+        }
+        for _ in 0..budget.min(self.audit.len()) {
+            let Some((sock, id)) = self.audit.pop_front() else {
+                break;
+            };
+            // Closed (or its socket reused by a newer connection): forget it.
+            let Some(tracked) = self.open.get(&sock).filter(|t| t.conn.id == id) else {
+                continue;
+            };
+            if !kernel_tracks(sock) {
+                self.suspects.push((sock, tracked.touched));
+            }
+            self.audit.push_back((sock, id));
+        }
+        self.expired += dropped;
+        dropped
     }
 
     fn allocate_id(&mut self) -> u64 {
@@ -297,5 +387,106 @@ mod tests {
         }
         assert_eq!(table.len(), 2);
         assert_eq!(table.evicted, 1);
+    }
+
+    fn connect(table: &mut ConnectionTable, sock: u64) {
+        table.apply(&mut event(EventKind::Connect, sock, ConnStats::default()));
+    }
+
+    #[test]
+    fn the_entry_touched_least_recently_is_evicted() {
+        let mut table = ConnectionTable::new(3);
+        for sock in 1..=3 {
+            connect(&mut table, sock);
+        }
+        // 1 is touched again: 2 is now the oldest.
+        table.apply(&mut event(EventKind::Reuse, 1, ConnStats::default()));
+        connect(&mut table, 4);
+        let mut socks: Vec<u64> = table.open.keys().copied().collect();
+        socks.sort();
+        assert_eq!(socks, [1, 3, 4]);
+    }
+
+    #[test]
+    fn the_recency_queue_stays_within_twice_the_table() {
+        let mut table = ConnectionTable::new(100);
+        for sock in 1..=100 {
+            connect(&mut table, sock);
+        }
+        for round in 0..1_000u64 {
+            let sock = round % 100 + 1;
+            table.apply(&mut event(EventKind::Reuse, sock, ConnStats::default()));
+        }
+        assert_eq!(table.len(), 100);
+        assert!(
+            table.recency.len() <= 2 * 100 + 1024 + 1,
+            "{}",
+            table.recency.len()
+        );
+    }
+
+    #[test]
+    fn churn_does_not_grow_the_bookkeeping() {
+        let mut table = ConnectionTable::new(100);
+        for sock in 1..=100_000u64 {
+            connect(&mut table, sock);
+            table.apply(&mut event(EventKind::Close, sock, ConnStats::default()));
+        }
+        assert!(table.is_empty());
+        assert!(table.recency.len() <= 1024 + 1, "{}", table.recency.len());
+        assert!(table.audit.len() <= 1024 + 1, "{}", table.audit.len());
+    }
+
+    #[test]
+    fn connections_the_kernel_forgot_are_dropped_after_two_audit_rounds() {
+        let mut table = ConnectionTable::new(100);
+        for sock in 1..=10 {
+            connect(&mut table, sock);
+        }
+        // The kernel lost sockets 3 and 7 (their close events were lost).
+        let kernel = |sock: u64| sock != 3 && sock != 7;
+        assert_eq!(table.audit(100, kernel), 0, "first sighting: only suspects");
+        assert_eq!(table.len(), 10);
+        assert_eq!(table.audit(100, kernel), 2);
+        assert_eq!(table.len(), 8);
+        assert_eq!(table.expired, 2);
+        assert!(table.open.keys().all(|&s| s != 3 && s != 7));
+    }
+
+    #[test]
+    fn a_suspect_with_a_newer_event_is_kept() {
+        let mut table = ConnectionTable::new(100);
+        connect(&mut table, 1);
+        // Not yet in the kernel's map when audited (a race), then active.
+        table.audit(10, |_| false);
+        table.apply(&mut event(EventKind::Reuse, 1, ConnStats::default()));
+        assert_eq!(table.audit(10, |_| false), 0);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_audit_visits_a_bounded_number_per_round_round_robin() {
+        let mut table = ConnectionTable::new(1_000);
+        for sock in 1..=1_000 {
+            connect(&mut table, sock);
+        }
+        let visited = std::cell::RefCell::new(Vec::new());
+        for _ in 0..4 {
+            table.audit(250, |s| {
+                visited.borrow_mut().push(s);
+                true
+            });
+        }
+        let mut visited = visited.into_inner();
+        assert_eq!(visited.len(), 1_000, "250 per round");
+        visited.sort();
+        visited.dedup();
+        assert_eq!(visited.len(), 1_000, "each once over four rounds");
+        // Closed connections leave the audit queue when met.
+        for sock in 1..=500 {
+            table.apply(&mut event(EventKind::Close, sock, ConnStats::default()));
+        }
+        table.audit(1_000, |_| true);
+        assert_eq!(table.audit.len(), 500);
     }
 }

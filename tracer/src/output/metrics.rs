@@ -148,6 +148,7 @@ pub struct Metrics {
     pub events_lost: Counter,
     pub tracked_connections: Gauge,
     pub map_evictions: Counter,
+    pub connections_expired: Counter,
     pub seeded_connections: Counter,
     pub seeded_listeners: Counter,
     pub probe_attach_failures: Family<ProbeLabels, Counter>,
@@ -179,6 +180,7 @@ impl Metrics {
             events_lost: Counter::default(),
             tracked_connections: Gauge::default(),
             map_evictions: Counter::default(),
+            connections_expired: Counter::default(),
             seeded_connections: Counter::default(),
             seeded_listeners: Counter::default(),
             probe_attach_failures: Family::default(),
@@ -286,6 +288,11 @@ impl Metrics {
             "map_evictions",
             "Connections lost from tracking (kernel LRU map or the userspace table was full)",
             m.map_evictions.clone(),
+        );
+        registry.register(
+            "connections_expired",
+            "Connections dropped from tracking because the kernel no longer knew their socket (their close event was lost)",
+            m.connections_expired.clone(),
         );
         registry.register(
             "seeded_connections",
@@ -470,6 +477,7 @@ impl Output for MetricsOutput {
                 - self.table_evicted_before,
         );
         self.table_evicted_before = p.table.evicted;
+        raise_to(&m.connections_expired, p.table.expired);
         if let Some(cluster) = &self.kubernetes {
             let cluster = cluster.read().expect("cluster lock");
             m.kubernetes_synced.set(i64::from(

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint},
 };
-use tracer_common::config::ProbeConfig;
+use tracer_common::{config::ProbeConfig, event::SockState};
 
 use super::{
     modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
@@ -276,6 +276,19 @@ impl Probes {
             name: "COUNTERS",
             error,
         })
+    }
+
+    /// Whether the kernel's socket map still holds `sock`. A lookup from
+    /// userspace does not refresh the LRU; errors other than "not found"
+    /// answer yes, so nothing is dropped on a failed lookup.
+    pub fn kernel_tracks(&self, sock: u64) -> bool {
+        let Some(map) = self.ebpf.map("SOCKS") else {
+            return true;
+        };
+        let Ok(socks) = HashMap::<_, u64, SockState>::try_from(map) else {
+            return true;
+        };
+        !matches!(socks.get(&sock, 0), Err(MapError::KeyNotFound))
     }
 
     /// The loaded object, for the programs other modules load (`seed`).

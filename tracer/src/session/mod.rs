@@ -94,7 +94,14 @@ pub struct Session {
     queries: Option<mpsc::Receiver<Query>>,
     pub health: Health,
     lost_reported: u64,
+    next_audit_ns: u64,
 }
+
+/// How often the connection table is audited against the kernel's socket
+/// map, and how many entries each round visits (a full pass over 100 000
+/// connections takes a few minutes; a round costs a few milliseconds).
+const AUDIT_EVERY: Duration = Duration::from_secs(10);
+const AUDIT_BUDGET: usize = 4_096;
 
 impl Session {
     /// Loads and attaches the probes with `config`; pods named by `pods`.
@@ -132,6 +139,7 @@ impl Session {
             queries: None,
             health,
             lost_reported: 0,
+            next_audit_ns: Clock::mono_now() + AUDIT_EVERY.as_nanos() as u64,
         })
     }
 
@@ -215,6 +223,17 @@ impl Session {
         for observation in observations.drain(..) {
             for output in &mut self.outputs {
                 output.observation(&observation);
+            }
+        }
+        if now_ns >= self.next_audit_ns {
+            self.next_audit_ns = now_ns + AUDIT_EVERY.as_nanos() as u64;
+            let probes = &self.tracer.probes;
+            let dropped = self
+                .pipeline
+                .table
+                .audit(AUDIT_BUDGET, |sock| probes.kernel_tracks(sock));
+            if dropped > 0 {
+                tracing::debug!("{dropped} connections the kernel no longer tracks were dropped");
             }
         }
         let kernel = CounterTotals::read(&self.tracer.counters);

@@ -4,7 +4,7 @@
 
 mod report;
 mod tracers;
-mod workload;
+pub(crate) mod workload;
 
 use std::{path::Path, time::Duration};
 
@@ -62,12 +62,12 @@ impl Plan {
 }
 
 /// Restores `kernel.bpf_stats_enabled` on drop.
-struct BpfStatsSwitch(String);
+pub(crate) struct BpfStatsSwitch(String);
 
 impl BpfStatsSwitch {
     const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let old =
             std::fs::read_to_string(Self::PATH).context("reading kernel.bpf_stats_enabled")?;
         std::fs::write(Self::PATH, "1").context("enabling kernel.bpf_stats_enabled")?;

@@ -4,13 +4,13 @@
 //! bounded; everything is torn down at the end, also on failure.
 
 mod checks;
-mod envoy;
+pub(crate) mod envoy;
 pub mod net;
-mod procs;
+pub(crate) mod procs;
 mod prometheus;
 mod scenarios;
 pub mod scrape;
-mod stage;
+pub(crate) mod stage;
 
 use std::{
     net::SocketAddr,

@@ -62,6 +62,14 @@ impl Proc {
         bail!("{} did not finish within {within:?}", self.name)
     }
 
+    /// SIGKILL, as a crash or the OOM killer would; waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

@@ -163,58 +163,22 @@ impl Stage {
         bind: &str,
         idle_timeout: f64,
     ) -> Result<()> {
-        let script = lab.scripts.join("app.py");
-        let idle = idle_timeout.to_string();
-        self.procs.push(Proc::spawn(
-            "app",
-            Some(netns),
-            &[
-                "python3",
-                script.to_str().unwrap(),
-                "--bind",
-                bind,
-                "--port",
-                "8080",
-                "--idle-timeout",
-                &idle,
-                "--max-seconds",
-                "120",
-            ],
-            &self.dir.join("app.log"),
-        )?);
+        let app = App {
+            netns,
+            bind,
+            idle_timeout,
+            max_seconds: 120,
+        };
+        self.procs.push(app.spawn(lab, &self.dir)?);
         Ok(())
     }
 
-    /// Envoy as Istio's sidecar user (uid 1337).
     pub(super) fn envoy(&mut self, lab: &Lab, netns: &str, sidecar: &Sidecar) -> Result<()> {
-        let config = self.dir.join("envoy.yaml");
-        std::fs::write(&config, envoy::config(sidecar))?;
-        self.procs.push(Proc::spawn(
-            "envoy",
-            Some(netns),
-            &[
-                "setpriv",
-                "--reuid=1337",
-                "--regid=1337",
-                "--clear-groups",
-                "--",
-                lab.envoy.to_str().unwrap(),
-                "-c",
-                config.to_str().unwrap(),
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-                "--file-flush-interval-msec",
-                "100",
-            ],
-            &self.dir.join("envoy.log"),
-        )?);
+        self.procs
+            .push(spawn_envoy(lab, &self.dir, netns, sidecar)?);
         Ok(())
     }
 
-    /// Runs the load generator to completion; returns its status counts.
     /// Runs the load generator to completion; returns its status counts.
     pub(super) fn client(&self, lab: &Lab, load: &Load) -> Result<Value> {
         let Load {
@@ -367,4 +331,65 @@ pub(super) fn sidecar<'a>(
         access_log: log,
         dns: None,
     }
+}
+
+/// The lab's HTTP app (`xtask/lab/app.py`) on port 8080 of a pod.
+pub(crate) struct App<'a> {
+    pub(crate) netns: &'a str,
+    pub(crate) bind: &'a str,
+    /// Seconds a keep-alive connection may idle before the app closes it.
+    pub(crate) idle_timeout: f64,
+    pub(crate) max_seconds: u64,
+}
+
+impl App<'_> {
+    pub(crate) fn spawn(&self, lab: &Lab, dir: &Path) -> Result<Proc> {
+        let script = lab.scripts.join("app.py");
+        let (idle, max) = (self.idle_timeout.to_string(), self.max_seconds.to_string());
+        Proc::spawn(
+            "app",
+            Some(self.netns),
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "--bind",
+                self.bind,
+                "--port",
+                "8080",
+                "--idle-timeout",
+                &idle,
+                "--max-seconds",
+                &max,
+            ],
+            &dir.join(format!("app-{}.log", self.netns)),
+        )
+    }
+}
+
+/// Envoy as Istio's sidecar user (uid 1337), its config and log in `dir`.
+pub(crate) fn spawn_envoy(lab: &Lab, dir: &Path, netns: &str, sidecar: &Sidecar) -> Result<Proc> {
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, envoy::config(sidecar))?;
+    Proc::spawn(
+        "envoy",
+        Some(netns),
+        &[
+            "setpriv",
+            "--reuid=1337",
+            "--regid=1337",
+            "--clear-groups",
+            "--",
+            lab.envoy.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--file-flush-interval-msec",
+            "100",
+        ],
+        &dir.join("envoy.log"),
+    )
 }
