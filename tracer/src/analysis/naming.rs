@@ -3,13 +3,20 @@
 //! what the cluster says the address is (its Service, or its pod's
 //! `namespace/workload`, on any node), else the destination's pod when it
 //! is on this node, else `port-N` (addresses only when asked for); at most
-//! `cap` distinct peers per pod, the rest `other`. DNS names as label values are bounded the same way.
+//! `peer_cap` distinct peers per pod, the rest `other`. DNS names as label
+//! values are bounded the same way. Pods themselves are bounded too: at most
+//! `pod_cap` distinct pods are labelled, later ones count under
+//! `namespace="other", pod="other"` (which has its own peer and name caps),
+//! so every family has at most `(pod_cap + 1) × (peer_cap + 1)` values per
+//! combination of its fixed-set labels, and the state behind the caps is as
+//! bounded. Caps hold for the daemon's lifetime (series are never removed).
 //!
 //! Metric observations admit new label values; reports (findings, gauges)
 //! only [`peek`](Naming::peek_labels), so reading never spends a slot.
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::Hash,
     net::SocketAddr,
 };
 
@@ -34,16 +41,19 @@ pub struct Labels {
     pub peer: String,
 }
 
-/// At most `cap` distinct values per pod (network namespace), then `other`.
+/// A pod as labelled: (namespace, pod).
+type PodKey = (String, String);
+
+/// At most `cap` distinct values per key (a labelled pod), then `other`.
 #[derive(Debug)]
-pub struct BoundedLabels {
+pub struct BoundedLabels<K = PodKey> {
     cap: usize,
-    seen: HashMap<u32, HashSet<String>>,
-    /// Observations counted under `other` because their pod was at the cap.
+    seen: HashMap<K, HashSet<String>>,
+    /// Observations counted under `other` because their key was at the cap.
     pub overflowed: u64,
 }
 
-impl BoundedLabels {
+impl<K: Hash + Eq + Clone> BoundedLabels<K> {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
@@ -53,8 +63,11 @@ impl BoundedLabels {
     }
 
     /// The label for `candidate` in `netns`, admitting it if there is room.
-    pub fn admit(&mut self, netns: u32, candidate: String) -> String {
-        let seen = self.seen.entry(netns).or_default();
+    pub fn admit(&mut self, key: &K, candidate: String) -> String {
+        let seen = match self.seen.get_mut(key) {
+            Some(seen) => seen,
+            None => self.seen.entry(key.clone()).or_default(),
+        };
         if seen.contains(&candidate) {
             return candidate;
         }
@@ -67,8 +80,8 @@ impl BoundedLabels {
     }
 
     /// The label `candidate` has, or would get, in `netns`; admits nothing.
-    pub fn peek(&self, netns: u32, candidate: String) -> String {
-        match self.seen.get(&netns) {
+    pub fn peek(&self, key: &K, candidate: String) -> String {
+        match self.seen.get(key) {
             Some(seen) if !seen.contains(&candidate) && seen.len() >= self.cap => {
                 OVERFLOW.to_owned()
             }
@@ -77,9 +90,84 @@ impl BoundedLabels {
     }
 }
 
+/// At most `cap` distinct pods labelled, then `other`.
+#[derive(Debug)]
+pub struct BoundedPods {
+    cap: usize,
+    seen: HashSet<PodKey>,
+    /// Observations counted under pod `other`.
+    pub overflowed: u64,
+}
+
+impl BoundedPods {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            seen: HashSet::new(),
+            overflowed: 0,
+        }
+    }
+
+    /// `pod` as labelled, admitting it if there is room.
+    pub fn admit(&mut self, pod: PodName) -> PodName {
+        let key = (pod.namespace, pod.pod);
+        if self.seen.contains(&key) {
+            return PodName {
+                namespace: key.0,
+                pod: key.1,
+                workload: pod.workload,
+            };
+        }
+        if self.seen.len() >= self.cap {
+            self.overflowed += 1;
+            return overflow_pod();
+        }
+        self.seen.insert(key.clone());
+        PodName {
+            namespace: key.0,
+            pod: key.1,
+            workload: pod.workload,
+        }
+    }
+
+    /// `pod` as it is, or would be, labelled; admits nothing.
+    pub fn peek(&self, pod: PodName) -> PodName {
+        let known = self
+            .seen
+            .contains(&(pod.namespace.clone(), pod.pod.clone()));
+        if known || self.seen.len() < self.cap {
+            pod
+        } else {
+            overflow_pod()
+        }
+    }
+}
+
+/// The pod every pod past the cap is counted under.
+fn overflow_pod() -> PodName {
+    PodName {
+        namespace: OVERFLOW.to_owned(),
+        pod: OVERFLOW.to_owned(),
+        workload: None,
+    }
+}
+
+fn key(pod: &PodName) -> PodKey {
+    (pod.namespace.clone(), pod.pod.clone())
+}
+
+/// Label overflows so far, per bounded label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflows {
+    pub pods: u64,
+    pub peers: u64,
+    pub names: u64,
+}
+
 pub struct Naming {
     pub pods: Pods,
     directions: DirectionClassifier,
+    labelled: BoundedPods,
     peers: BoundedLabels,
     dns_names: BoundedLabels,
     peer_addresses: bool,
@@ -89,22 +177,35 @@ impl Naming {
     pub fn new(
         pods: Pods,
         directions: DirectionClassifier,
-        cap: usize,
+        (pod_cap, peer_cap): (usize, usize),
         peer_addresses: bool,
     ) -> Self {
         Self {
             pods,
             directions,
-            peers: BoundedLabels::new(cap),
-            dns_names: BoundedLabels::new(cap),
+            labelled: BoundedPods::new(pod_cap),
+            peers: BoundedLabels::new(peer_cap),
+            dns_names: BoundedLabels::new(peer_cap),
             peer_addresses,
         }
     }
 
     /// The pod of a socket in `netns` owned by a process in `cgroup_id`
     /// (0: unknown), which names hostNetwork pods in the host's namespace.
+    /// Its true name (for printing), not bounded.
     pub fn pod(&mut self, netns: u32, cgroup_id: u64) -> PodName {
         self.pods.get_owned(netns, cgroup_id)
+    }
+
+    /// The pod as labelled (bounded), admitting it if there is room.
+    pub fn pod_label(&mut self, netns: u32, cgroup_id: u64) -> PodName {
+        let pod = self.pods.get_owned(netns, cgroup_id);
+        self.labelled.admit(pod)
+    }
+
+    /// The pod as labelled, admitting nothing and asking no source.
+    pub fn peek_pod_label(&self, netns: u32, cgroup_id: u64) -> PodName {
+        self.labelled.peek(self.pods.peek_owned(netns, cgroup_id))
     }
 
     /// Labels for a connection of `netns` with `role` to `remote`, admitting
@@ -116,16 +217,17 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.get_owned(netns, cgroup_id);
+        let pod = self.pod_label(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let dest_pod = dest_netns.map(|n| self.pods.get(n));
         let candidate = self.peer_candidate(dest_pod, role, remote);
+        let peer = self.peers.admit(&key(&pod), candidate);
         Labels {
+            direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
-            direction: self.direction(dest_netns, netns, role, remote),
-            peer: self.peers.admit(netns, candidate),
+            peer,
         }
     }
 
@@ -137,30 +239,35 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.peek_owned(netns, cgroup_id);
+        let pod = self.peek_pod_label(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let candidate = self.peer_candidate(dest_netns.map(|n| self.pods.peek(n)), role, remote);
+        let peer = self.peers.peek(&key(&pod), candidate);
         Labels {
+            direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
-            direction: self.direction(dest_netns, netns, role, remote),
-            peer: self.peers.peek(netns, candidate),
+            peer,
         }
     }
 
-    /// Observations labelled `other` so far: (peers, DNS names).
-    pub fn overflows(&self) -> (u64, u64) {
-        (self.peers.overflowed, self.dns_names.overflowed)
+    /// Observations labelled `other` so far.
+    pub fn overflows(&self) -> Overflows {
+        Overflows {
+            pods: self.labelled.overflowed,
+            peers: self.peers.overflowed,
+            names: self.dns_names.overflowed,
+        }
     }
 
-    /// The bounded label for a DNS name asked in `netns`.
-    pub fn dns_name(&mut self, netns: u32, name: &str) -> String {
-        self.dns_names.admit(netns, name.to_owned())
+    /// The bounded label for a DNS name asked by `pod` (as labelled).
+    pub fn dns_name(&mut self, pod: &PodName, name: &str) -> String {
+        self.dns_names.admit(&key(pod), name.to_owned())
     }
 
-    pub fn peek_dns_name(&self, netns: u32, name: &str) -> String {
-        self.dns_names.peek(netns, name.to_owned())
+    pub fn peek_dns_name(&self, pod: &PodName, name: &str) -> String {
+        self.dns_names.peek(&key(pod), name.to_owned())
     }
 
     fn direction(
@@ -202,20 +309,56 @@ mod tests {
 
     #[test]
     fn caps_distinct_values_per_pod_and_peeking_admits_nothing() {
-        let mut p = BoundedLabels::new(2);
-        assert_eq!(p.admit(1, "a".into()), "a");
-        assert_eq!(p.peek(1, "b".into()), "b");
+        let mut p = BoundedLabels::<u32>::new(2);
+        assert_eq!(p.admit(&1, "a".into()), "a");
+        assert_eq!(p.peek(&1, "b".into()), "b");
         assert_eq!(
-            p.peek(1, "c".into()),
+            p.peek(&1, "c".into()),
             "c",
             "room left: it would be admitted"
         );
-        assert_eq!(p.admit(1, "b".into()), "b");
-        assert_eq!(p.peek(1, "c".into()), OVERFLOW);
-        assert_eq!(p.admit(1, "c".into()), OVERFLOW);
+        assert_eq!(p.admit(&1, "b".into()), "b");
+        assert_eq!(p.peek(&1, "c".into()), OVERFLOW);
+        assert_eq!(p.admit(&1, "c".into()), OVERFLOW);
         assert_eq!(p.overflowed, 1, "counted");
-        assert_eq!(p.admit(1, "a".into()), "a");
-        assert_eq!(p.admit(2, "c".into()), "c");
+        assert_eq!(p.admit(&1, "a".into()), "a");
+        assert_eq!(p.admit(&2, "c".into()), "c");
+    }
+
+    #[test]
+    fn pods_past_the_cap_are_other_and_share_its_peer_cap() {
+        let mut naming = Naming::new(
+            Pods::new(Box::new(ByInode)),
+            DirectionClassifier::default(),
+            (2, 1),
+            true,
+        );
+        let topology = Topology::default();
+        let remote = |i: u8| SocketAddr::from(([10, 9, 9, i], 443));
+        let pods: Vec<Labels> = (1..=4)
+            .map(|netns| naming.labels(&topology, (netns, 0), Role::Client, remote(netns as u8)))
+            .collect();
+        assert_eq!(pods[0].pod, "pod1");
+        assert_eq!(pods[1].pod, "pod2");
+        assert_eq!(
+            (pods[2].namespace.as_str(), pods[2].pod.as_str()),
+            (OVERFLOW, OVERFLOW)
+        );
+        assert_eq!(pods[2].peer, "10.9.9.3:443", "the first peer of `other`");
+        assert_eq!(
+            pods[3].peer, OVERFLOW,
+            "`other` has one peer cap, not one per pod"
+        );
+        assert_eq!(
+            naming.overflows(),
+            Overflows {
+                pods: 2,
+                peers: 1,
+                names: 0
+            }
+        );
+        assert_eq!(naming.peek_pod_label(5, 0).pod, OVERFLOW);
+        assert_eq!(naming.peek_pod_label(1, 0).pod, "pod1");
     }
 
     struct ByInode;
@@ -235,7 +378,7 @@ mod tests {
         let mut naming = Naming::new(
             Pods::new(Box::new(ByInode)),
             DirectionClassifier::default(),
-            1,
+            (10, 1),
             false,
         );
         let mut topology = Topology::default();

@@ -142,6 +142,7 @@ pub struct Metrics {
     pub dns_skipped: Family<ReasonLabels, Counter>,
     pub records_skipped: Family<ReasonLabels, Counter>,
     pub label_overflows: Family<LabelLabels, Counter>,
+    pub findings_dropped: Counter,
     pub kubernetes_synced: Gauge,
     pub process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
@@ -173,6 +174,7 @@ impl Metrics {
             dns_skipped: Family::default(),
             records_skipped: Family::default(),
             label_overflows: Family::default(),
+            findings_dropped: Counter::default(),
             kubernetes_synced: Gauge::default(),
             process_cpu_seconds: Counter::default(),
             process_resident_memory: Gauge::default(),
@@ -262,8 +264,13 @@ impl Metrics {
         );
         registry.register(
             "label_overflows",
-            "Observations counted under the label value `other` because their pod had reached the cap of distinct values (--peer-cap)",
+            "Observations counted under the label value `other` because the cap of distinct values was reached: `pod` (--pod-cap pods), `peer` and `name` (--peer-cap per pod)",
             m.label_overflows.clone(),
+        );
+        registry.register(
+            "findings_dropped",
+            "Findings dropped for newer ones: at most --findings-cap are kept, the least recently seen goes first",
+            m.findings_dropped.clone(),
         );
         if kubernetes {
             registry.register(
@@ -507,8 +514,12 @@ impl Output for MetricsOutput {
             cpu.inc_by((usage.cpu_seconds - cpu.get()).max(0.0));
             m.process_resident_memory.set(usage.resident_bytes as i64);
         }
-        let (peers, names) = p.analysis.label_overflows();
-        for (label, total) in [("peer", peers), ("name", names)] {
+        let overflows = p.analysis.label_overflows();
+        for (label, total) in [
+            ("pod", overflows.pods),
+            ("peer", overflows.peers),
+            ("name", overflows.names),
+        ] {
             raise_to(
                 &m.label_overflows.get_or_create(&LabelLabels {
                     label: label.to_owned(),
@@ -516,6 +527,7 @@ impl Output for MetricsOutput {
                 total,
             );
         }
+        raise_to(&m.findings_dropped, p.analysis.findings_dropped());
         let skipped = p.skipped;
         for (family, reason, total) in [
             (&m.dns_skipped, "malformed", skipped.dns_malformed),
