@@ -332,7 +332,7 @@ impl Findings {
 
     /// Every finding in `scope`: one per pod, peer and port, with each mismatch
     /// merged into its pair's failures or, when there are none, reported on
-    /// its own.
+    /// its own; at most `cap` findings.
     pub fn report(&self, mismatches: &[Mismatch], scope: &Scope) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
             .patterns
@@ -356,6 +356,8 @@ impl Findings {
                 None => out.push(mismatch_finding(m)),
             }
         }
+        // At most the cap in all: failures first, then mismatches alone.
+        out.truncate(self.cap);
         out
     }
 }

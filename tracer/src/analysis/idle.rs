@@ -47,13 +47,14 @@ pub struct IdleLearner {
 impl IdleLearner {
     /// The entry of `dest`, made (room first) if new, marked as just updated.
     fn entry(&mut self, dest: Destination) -> &mut DestinationIdle {
-        if !self.destinations.contains_key(&dest) && self.destinations.len() >= MAX_DESTINATIONS {
-            if let Some(oldest) = self
+        let full = self.destinations.len() >= MAX_DESTINATIONS;
+        if full && !self.destinations.contains_key(&dest) {
+            let oldest = self
                 .destinations
                 .iter()
                 .min_by_key(|(_, d)| d.touched)
-                .map(|(k, _)| *k)
-            {
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
                 self.destinations.remove(&oldest);
                 self.forgotten += 1;
             }
@@ -116,5 +117,23 @@ mod tests {
         );
         assert_eq!(d.max_reuse_idle, Duration::from_secs(3));
         assert_eq!(d.peer_idle_close_count, 5);
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_updated_destination_is_forgotten() {
+        let mut idle = IdleLearner::default();
+        let dest = |i: usize| (1, SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80)));
+        for i in 0..MAX_DESTINATIONS {
+            idle.reuse(dest(i), Duration::from_secs(1));
+        }
+        idle.reuse(dest(0), Duration::from_secs(2));
+        idle.reuse(dest(MAX_DESTINATIONS), Duration::from_secs(1));
+        assert_eq!(idle.len(), MAX_DESTINATIONS);
+        assert_eq!(idle.forgotten, 1);
+        assert!(
+            idle.get(&dest(1)).is_none(),
+            "the least recently updated went"
+        );
+        assert!(idle.get(&dest(0)).is_some());
     }
 }

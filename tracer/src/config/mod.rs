@@ -408,6 +408,25 @@ mod tests {
         let plain = Config::default();
         assert_eq!(plain.listen, None);
         assert_eq!(plain.analysis.peer_cap, 20);
+        assert_eq!(plain.analysis.pod_cap, 500);
+        assert_eq!(plain.analysis.findings_cap, 1000);
+        assert_eq!(plain.http.max_connections, 512);
+        assert_eq!(plain.http.timeout, Duration::from_secs(10));
+        let f = file(
+            "pod_cap = 7\nfindings_cap = 9\nhttp_max_connections = 3\nhttp_timeout = \"2s\"\n",
+        );
+        let c = Config::resolve(
+            Settings::default(),
+            Some(&f.0),
+            Settings::default(),
+            &Environment::default(),
+        )
+        .unwrap();
+        assert_eq!((c.analysis.pod_cap, c.analysis.findings_cap), (7, 9));
+        assert_eq!(
+            (c.http.max_connections, c.http.timeout),
+            (3, Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -502,6 +521,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "--peer-cap / peer_cap: must be at least 1");
+        let zero = Settings {
+            http_max_connections: Some(0),
+            ..Settings::default()
+        };
+        let e = Config::resolve(zero, None, Settings::default(), &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--http-max-connections / http_max_connections: must be at least 1"
+        );
         let ring = Settings {
             ring_bytes: Some(5000),
             ..Settings::default()

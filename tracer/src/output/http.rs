@@ -3,7 +3,7 @@
 //! the session).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     pin::Pin,
     sync::{
         Arc,
@@ -27,7 +27,7 @@ use hyper_util::{
 use serde::Deserialize;
 use tokio::{
     sync::{mpsc, oneshot, watch},
-    task::{AbortHandle, JoinSet},
+    task::{self, AbortHandle, JoinSet},
 };
 
 use super::{findings::FindingsReport, metrics::Metrics};
@@ -170,15 +170,22 @@ pub async fn serve(
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
     let (stopping, stopped) = watch::channel(false);
-    let mut connections: JoinSet<u64> = JoinSet::new();
+    let mut connections = JoinSet::new();
+    // By accept order; and each task's place in it (a task that panicked
+    // returns no value, but still its id).
     let mut open: BTreeMap<u64, Open> = BTreeMap::new();
+    let mut order: HashMap<task::Id, u64> = HashMap::new();
     let mut accepted_total = 0u64;
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
             () = &mut stop => break,
-            Some(done) = connections.join_next(), if !connections.is_empty() => {
-                if let Ok(id) = done {
+            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let task = match done {
+                    Ok((task, ())) => task,
+                    Err(e) => e.id(),
+                };
+                if let Some(id) = order.remove(&task) {
                     open.remove(&id);
                 }
                 continue;
@@ -199,7 +206,10 @@ pub async fn serve(
                 .find(|(_, c)| !c.in_request.load(Ordering::Relaxed))
                 .map(|(id, _)| *id);
             match idle.and_then(|id| open.remove(&id)) {
-                Some(oldest) => oldest.task.abort(),
+                Some(oldest) => {
+                    order.remove(&oldest.task.id());
+                    oldest.task.abort();
+                }
                 None => {
                     tracing::debug!(
                         "http: {} requests in flight, closing a new connection",
@@ -226,13 +236,13 @@ pub async fn serve(
                     if let Err(e) = result {
                         tracing::debug!("http connection: {e}");
                     }
-                    return id;
+                    return;
                 }
                 _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
             }
             let _ = tokio::time::timeout(STOP_GRACE, connection).await;
-            id
         });
+        order.insert(task.id(), id);
         open.insert(id, Open { task, in_request });
     }
     let _ = stopping.send(true);
