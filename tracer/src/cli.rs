@@ -139,7 +139,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N")]
     pub peer_cap: Option<usize>,
     /// Distinct pods (and so namespaces and workloads) labelled before
-    /// `namespace="other", pod="other"` [default: 500].
+    /// `namespace="other", pod="other"`; a pod silent for 10 minutes gives
+    /// its place (and its series) to a new one [default: 500].
     #[arg(long, value_name = "N")]
     pub pod_cap: Option<usize>,
     /// Findings kept; the least recently seen is dropped for a new one [default: 1000].

@@ -160,6 +160,18 @@ impl Analysis {
         now_ns: u64,
         out: &mut Vec<Observation>,
     ) {
+        self.naming.advance(ev.mono_ns);
+        self.observe_kind(ev, applied, now_ns, out);
+        self.report_forgotten(out);
+    }
+
+    fn observe_kind(
+        &mut self,
+        ev: &Event,
+        applied: &Applied,
+        now_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
         match ev.kind {
             EventKind::Listen => self.topology.listen(ev.netns, ev.local, ev.mono_ns),
             EventKind::ListenClose => self.topology.unlisten(ev.netns, ev.local, ev.mono_ns),
@@ -257,6 +269,7 @@ impl Analysis {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
+        self.naming.advance(at_ns);
         let changed = self.dns.answer(netns, &answer, at_ns);
         let pod = self.naming.pod_label(netns, 0);
         let name_label = self.naming.dns_name(&pod, &answer.name);
@@ -269,10 +282,22 @@ impl Analysis {
             answer,
             changed,
         })));
+        self.report_forgotten(out);
+    }
+
+    /// Pods that gave their label's place to new ones: their series go.
+    fn report_forgotten(&mut self, out: &mut Vec<Observation>) {
+        for pod in self.naming.take_forgotten() {
+            out.push(Observation::PodForgotten {
+                namespace: pod.namespace,
+                pod: pod.pod,
+            });
+        }
     }
 
     /// Decides the failures and 503s whose time has come by `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        self.naming.advance(now_ns);
         while let Some(p) = self.settling.next_ready(now_ns) {
             let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref());
             self.attribution
@@ -297,6 +322,7 @@ impl Analysis {
                 cause: a.cause,
             }));
         }
+        self.report_forgotten(out);
     }
 
     fn decide(&mut self, conn: &Connection, at_ns: u64, dns_name: Option<&str>) -> Failure {

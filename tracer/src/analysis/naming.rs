@@ -9,7 +9,10 @@
 //! `namespace="other", pod="other"` (which has its own peer and name caps),
 //! so every family has at most `(pod_cap + 1) × (peer_cap + 1)` values per
 //! combination of its fixed-set labels, and the state behind the caps is as
-//! bounded. Caps hold for the daemon's lifetime (series are never removed).
+//! bounded. Pods churn: at the cap, a new pod takes the place of the
+//! labelled pod seen least recently if that one has been silent for
+//! [`POD_LABEL_IDLE`] (it is forgotten, with its peers and names, and its
+//! series are removed).
 //!
 //! Metric observations admit new label values; reports (findings, gauges)
 //! only [`peek`](Naming::peek_labels), so reading never spends a slot.
@@ -18,6 +21,7 @@ use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
     net::SocketAddr,
+    time::Duration,
 };
 
 use tracer_common::event::Role;
@@ -29,6 +33,9 @@ use super::{
 use crate::metadata::{PodName, Pods};
 
 pub const OVERFLOW: &str = "other";
+
+/// A labelled pod silent this long gives its place to a new pod at the cap.
+pub const POD_LABEL_IDLE: Duration = Duration::from_secs(600);
 
 /// The bounded labels a connection is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,6 +86,11 @@ impl<K: Hash + Eq + Clone> BoundedLabels<K> {
         candidate
     }
 
+    /// Frees `key`'s values.
+    pub fn forget(&mut self, key: &K) {
+        self.seen.remove(key);
+    }
+
     /// The label `candidate` has, or would get, in `netns`; admits nothing.
     pub fn peek(&self, key: &K, candidate: String) -> String {
         match self.seen.get(key) {
@@ -90,39 +102,50 @@ impl<K: Hash + Eq + Clone> BoundedLabels<K> {
     }
 }
 
-/// At most `cap` distinct pods labelled, then `other`.
+/// At most `cap` distinct pods labelled, then `other`; a pod silent for
+/// [`POD_LABEL_IDLE`] gives its place to a new one.
 #[derive(Debug)]
 pub struct BoundedPods {
     cap: usize,
-    seen: HashSet<PodKey>,
+    /// Labelled pods, and when each was last seen (monotonic ns).
+    seen: HashMap<PodKey, u64>,
+    /// No labelled pod can have been idle long enough before this time.
+    no_idle_before_ns: u64,
     /// Observations counted under pod `other`.
     pub overflowed: u64,
+    /// Pods that gave their place, not yet reported.
+    pub forgotten: Vec<PodKey>,
 }
 
 impl BoundedPods {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
+            no_idle_before_ns: 0,
             overflowed: 0,
+            forgotten: Vec::new(),
         }
     }
 
-    /// `pod` as labelled, admitting it if there is room.
-    pub fn admit(&mut self, pod: PodName) -> PodName {
+    /// `pod` as labelled at `now_ns`, admitting it if there is room (made,
+    /// at the cap, by forgetting the least recently seen pod if it is idle).
+    pub fn admit(&mut self, pod: PodName, now_ns: u64) -> PodName {
         let key = (pod.namespace, pod.pod);
-        if self.seen.contains(&key) {
-            return PodName {
-                namespace: key.0,
-                pod: key.1,
-                workload: pod.workload,
-            };
+        let known = match self.seen.get_mut(&key) {
+            Some(seen) => {
+                *seen = (*seen).max(now_ns);
+                true
+            }
+            None => false,
+        };
+        if !known {
+            if self.seen.len() >= self.cap && !self.forget_one_idle(now_ns) {
+                self.overflowed += 1;
+                return overflow_pod();
+            }
+            self.seen.insert(key.clone(), now_ns);
         }
-        if self.seen.len() >= self.cap {
-            self.overflowed += 1;
-            return overflow_pod();
-        }
-        self.seen.insert(key.clone());
         PodName {
             namespace: key.0,
             pod: key.1,
@@ -130,11 +153,36 @@ impl BoundedPods {
         }
     }
 
+    /// Forgets the least recently seen pod if it has been idle for
+    /// [`POD_LABEL_IDLE`]; whether one went.
+    fn forget_one_idle(&mut self, now_ns: u64) -> bool {
+        if now_ns < self.no_idle_before_ns {
+            return false;
+        }
+        let idle_ns = POD_LABEL_IDLE.as_nanos() as u64;
+        let Some((oldest, seen_ns)) = self
+            .seen
+            .iter()
+            .min_by_key(|(_, seen)| **seen)
+            .map(|(key, seen)| (key.clone(), *seen))
+        else {
+            return false;
+        };
+        if now_ns.saturating_sub(seen_ns) < idle_ns {
+            // Nothing to scan for again until the oldest could be idle.
+            self.no_idle_before_ns = seen_ns + idle_ns;
+            return false;
+        }
+        self.seen.remove(&oldest);
+        self.forgotten.push(oldest);
+        true
+    }
+
     /// `pod` as it is, or would be, labelled; admits nothing.
     pub fn peek(&self, pod: PodName) -> PodName {
         let known = self
             .seen
-            .contains(&(pod.namespace.clone(), pod.pod.clone()));
+            .contains_key(&(pod.namespace.clone(), pod.pod.clone()));
         if known || self.seen.len() < self.cap {
             pod
         } else {
@@ -171,6 +219,8 @@ pub struct Naming {
     peers: BoundedLabels,
     dns_names: BoundedLabels,
     peer_addresses: bool,
+    /// The latest event time seen (monotonic ns): when pods were last seen.
+    now_ns: u64,
 }
 
 impl Naming {
@@ -187,7 +237,31 @@ impl Naming {
             peers: BoundedLabels::new(peer_cap),
             dns_names: BoundedLabels::new(peer_cap),
             peer_addresses,
+            now_ns: 0,
         }
+    }
+
+    /// Time moves on to `now_ns` (monotonic; earlier times are ignored).
+    pub fn advance(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
+    /// Pods forgotten (to make room) since the last call, with their peer
+    /// and name slots freed.
+    pub fn take_forgotten(&mut self) -> Vec<PodName> {
+        let forgotten = std::mem::take(&mut self.labelled.forgotten);
+        forgotten
+            .into_iter()
+            .map(|key| {
+                self.peers.forget(&key);
+                self.dns_names.forget(&key);
+                PodName {
+                    namespace: key.0,
+                    pod: key.1,
+                    workload: None,
+                }
+            })
+            .collect()
     }
 
     /// The pod of a socket in `netns` owned by a process in `cgroup_id`
@@ -200,7 +274,7 @@ impl Naming {
     /// The pod as labelled (bounded), admitting it if there is room.
     pub fn pod_label(&mut self, netns: u32, cgroup_id: u64) -> PodName {
         let pod = self.pods.get_owned(netns, cgroup_id);
-        self.labelled.admit(pod)
+        self.labelled.admit(pod, self.now_ns)
     }
 
     /// The pod as labelled, admitting nothing and asking no source.
@@ -359,6 +433,43 @@ mod tests {
         );
         assert_eq!(naming.peek_pod_label(5, 0).pod, OVERFLOW);
         assert_eq!(naming.peek_pod_label(1, 0).pod, "pod1");
+    }
+
+    #[test]
+    fn a_pod_silent_long_gives_its_place_to_a_new_one() {
+        let mut naming = Naming::new(
+            Pods::new(Box::new(ByInode)),
+            DirectionClassifier::default(),
+            (2, 1),
+            true,
+        );
+        let topology = Topology::default();
+        let remote = SocketAddr::from(([10, 9, 9, 9], 443));
+        let at = |naming: &mut Naming, netns: u32, ns: u64| {
+            naming.advance(ns);
+            naming.labels(&topology, (netns, 0), Role::Client, remote)
+        };
+        let idle = POD_LABEL_IDLE.as_nanos() as u64;
+        at(&mut naming, 1, 1);
+        at(&mut naming, 2, 2);
+        at(&mut naming, 1, idle / 2);
+        assert_eq!(
+            at(&mut naming, 3, idle).pod,
+            OVERFLOW,
+            "nobody idle long enough yet"
+        );
+        assert!(naming.take_forgotten().is_empty());
+        let third = at(&mut naming, 3, idle + 3);
+        assert_eq!(third.pod, "pod3", "pod2 was silent for the idle time");
+        let forgotten = naming.take_forgotten();
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(forgotten[0].pod, "pod2");
+        assert_eq!(
+            at(&mut naming, 2, idle + 4).pod,
+            OVERFLOW,
+            "pod1 is not idle"
+        );
+        assert_eq!(at(&mut naming, 1, idle + 5).peer, "10.9.9.9:443");
     }
 
     struct ByInode;
