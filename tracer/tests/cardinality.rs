@@ -29,6 +29,9 @@ const PEERS: usize = 10_000;
 const PODS: usize = 1_000;
 /// Refused connects, each to its own port: one finding each.
 const REFUSED: usize = 2_000;
+/// Distinct DNS names answered in the peers' pod, each twice with a new
+/// address (a change, which makes a `dns_answer_changes` series).
+const NAMES: usize = 200;
 /// Peers connected at once (then closed after an idle pause, so the
 /// server side sees each peer close an idle connection).
 const BATCH: usize = 500;
@@ -139,6 +142,46 @@ fn refused_connects(ns: &Netns) -> thread::JoinHandle<usize> {
     })
 }
 
+/// A DNS response for `name` with one A record, TTL 30, answering query `id`.
+fn dns_response(id: u16, name: &str, ip: [u8; 4]) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+    m.extend_from_slice(&ip);
+    m
+}
+
+/// `NAMES` names answered from port 53 in the peers' pod, each twice with
+/// a different address; returns the answers received.
+fn distinct_names(ns: &Netns) -> thread::JoinHandle<usize> {
+    ns.spawn("cd-dns", || {
+        let server = std::net::UdpSocket::bind("10.78.0.1:53").expect("bind :53");
+        let client = std::net::UdpSocket::bind("10.78.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let to = client.local_addr().unwrap();
+        let mut buf = [0u8; 512];
+        let mut received = 0;
+        for i in 0..NAMES {
+            for round in 0..2u8 {
+                let name = format!("svc{i}.churn.example");
+                let answer = dns_response(i as u16, &name, [203, 0, 113, 1 + round]);
+                server.send_to(&answer, to).unwrap();
+                if client.recv_from(&mut buf).is_ok() {
+                    received += 1;
+                }
+            }
+        }
+        received
+    })
+}
+
 /// Sets `lo` up in the calling thread's network namespace.
 fn loopback_up() {
     // SAFETY: ioctls on a fresh datagram socket with a zeroed ifreq naming `lo`.
@@ -217,12 +260,14 @@ fn labels_and_findings_stay_bounded_under_churn() {
     // The peers' pod first, so that it is labelled before the pod cap fills.
     let peers = distinct_peers(&ns);
     let refused = refused_connects(&ns);
+    let names = distinct_names(&ns);
     let (peers, refused) = (peers.join().unwrap(), refused.join().unwrap());
+    let names = names.join().unwrap();
     let pods = churned_pods();
     let churn = started.elapsed();
     assert_eq!(
-        (peers, refused, pods),
-        (PEERS, REFUSED, PODS),
+        (peers, refused, pods, names),
+        (PEERS, REFUSED, PODS, 2 * NAMES),
         "churn cut short"
     );
 
@@ -234,6 +279,7 @@ fn labels_and_findings_stay_bounded_under_churn() {
         let dropped = metric(&body, "conntracer_findings_dropped_total", &[]);
         if (overflows("pod") > 0.0
             && overflows("peer") >= (PEERS - PEER_CAP) as f64
+            && overflows("name") >= (NAMES - PEER_CAP) as f64
             && dropped >= (REFUSED - FINDINGS_CAP) as f64
             && metric(
                 &body,
@@ -255,6 +301,7 @@ fn labels_and_findings_stay_bounded_under_churn() {
     let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
     let mut pods_per_family: BTreeMap<&str, BTreeSet<(&str, &str)>> = BTreeMap::new();
     let mut peers_per_pod: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    let mut names_per_pod: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for line in &samples {
         let family = line.split(['{', ' ']).next().unwrap();
         if let (Some(namespace), Some(pod)) = (label(line, "namespace"), label(line, "pod")) {
@@ -262,6 +309,12 @@ fn labels_and_findings_stay_bounded_under_churn() {
                 .entry(family)
                 .or_default()
                 .insert((namespace, pod));
+            if let Some(name) = label(line, "name") {
+                names_per_pod
+                    .entry((namespace, pod))
+                    .or_default()
+                    .insert(name);
+            }
             if let Some(peer) = label(line, "peer") {
                 peers_per_pod
                     .entry((namespace, pod))
@@ -277,8 +330,13 @@ fn labels_and_findings_stay_bounded_under_churn() {
         .get(&(server.0.as_str(), server.1.as_str()))
         .cloned()
         .unwrap_or_default();
+    let server_names = names_per_pod
+        .get(&(server.0.as_str(), server.1.as_str()))
+        .cloned()
+        .unwrap_or_default();
     println!(
-        "cardinality: {PEERS} peers, {PODS} pods and {REFUSED} refused ports churned in {:.1} s",
+        "cardinality: {PEERS} peers, {PODS} pods, {REFUSED} refused ports and {NAMES} DNS names \
+         churned in {:.1} s",
         churn.as_secs_f64()
     );
     for (family, lines) in series_per_family(&body) {
@@ -297,6 +355,10 @@ fn labels_and_findings_stay_bounded_under_churn() {
          most peers of any pod: {}",
         server_peers.len(),
         peers_per_pod.values().map(BTreeSet::len).max().unwrap_or(0)
+    );
+    println!(
+        "cardinality: the peers' pod has {} DNS name values (cap {PEER_CAP} + other)",
+        server_names.len()
     );
     println!(
         "cardinality: overflows counted: pod {}, peer {}, name {}; findings {findings} \
@@ -338,6 +400,18 @@ fn labels_and_findings_stay_bounded_under_churn() {
         server_peers.contains("other"),
         "the server's peers past the cap are other: {server_peers:?}"
     );
+    for (pod, names) in &names_per_pod {
+        assert!(
+            names.len() <= PEER_CAP + 1,
+            "{pod:?}: {} DNS names (cap {PEER_CAP} + other)",
+            names.len()
+        );
+    }
+    assert!(
+        server_names.contains("other"),
+        "names past the cap are other: {server_names:?}"
+    );
+    assert!(overflows("name") >= (NAMES - PEER_CAP) as f64);
     assert!(overflows("pod") > 0.0);
     assert!(overflows("peer") >= (PEERS - PEER_CAP) as f64);
     assert!(findings <= FINDINGS_CAP, "{findings} findings");
