@@ -1,6 +1,7 @@
 //! The HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`
 //! (probes attached and the reader draining), `/findings` (JSON, asked of
-//! the session).
+//! the session), served within [`HttpLimits`] so that idle, slow, oversized
+//! or garbage clients cannot starve scrapes.
 
 use std::{
     collections::{BTreeMap, HashMap},
