@@ -109,6 +109,14 @@ pub struct CommonArgs {
     /// Serve /findings (pod names, addresses and evidence) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub findings: Option<bool>,
+    /// HTTP connections served at once; more are closed at accept [default: 512].
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// An HTTP client must send a whole request head within this long of
+    /// connecting or of its last response, else it is closed (slow and idle
+    /// clients) [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub http_timeout: Option<Duration>,
     /// A process with this uid is a proxy (repeatable) [default: 1337].
     #[arg(long = "proxy-uid", value_name = "UID")]
     pub proxy_uids: Vec<u32>,
@@ -130,6 +138,14 @@ pub struct CommonArgs {
     /// Distinct `peer` label values per pod before `other` [default: 20].
     #[arg(long, value_name = "N")]
     pub peer_cap: Option<usize>,
+    /// Distinct pods (and so namespaces and workloads) labelled before
+    /// `namespace="other", pod="other"`; a pod silent for 10 minutes gives
+    /// its place (and its series) to a new one [default: 500].
+    #[arg(long, value_name = "N")]
+    pub pod_cap: Option<usize>,
+    /// Findings kept; the least recently seen is dropped for a new one [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub findings_cap: Option<usize>,
     /// Label unknown peers by address (unbounded cardinality; off by default).
     #[arg(long)]
     pub peer_addresses: bool,
@@ -173,12 +189,16 @@ impl CommonArgs {
         Settings {
             listen: self.listen,
             findings: self.findings,
+            http_max_connections: self.http_max_connections,
+            http_timeout: self.http_timeout,
             proxy_uids: given(&self.proxy_uids),
             proxy_comms: given(&self.proxy_comms),
             cluster_cidrs: given(&self.cluster_cidrs),
             attribution_window: self.attribution_window,
             termination_window: self.termination_window,
             peer_cap: self.peer_cap,
+            pod_cap: self.pod_cap,
+            findings_cap: self.findings_cap,
             peer_addresses: self.peer_addresses.then_some(true),
             max_connections: self.max_connections,
             ring_bytes: self.ring_bytes,

@@ -44,6 +44,8 @@ struct Pattern {
     service_host: Option<String>,
     service_port: Option<u16>,
     samples: VecDeque<Failure>,
+    /// When it last changed, in updates since the start (for eviction).
+    touched: u64,
 }
 
 /// The failures of one cause within a finding.
@@ -206,9 +208,15 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Default)]
+/// At most `cap` patterns: a new one past that replaces the least recently
+/// seen (failures come and go; the recent ones are the ones to fix).
+#[derive(Debug)]
 pub struct Findings {
     patterns: BTreeMap<Key, Pattern>,
+    cap: usize,
+    updates: u64,
+    /// Patterns dropped for newer ones.
+    pub dropped: u64,
 }
 
 /// The service host Istio knows a destination by, guessed from the peer
@@ -224,6 +232,39 @@ fn host_of(peer: &str, namespace: &str, destination: SocketAddr) -> String {
 }
 
 impl Findings {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            patterns: BTreeMap::new(),
+            cap: cap.max(1),
+            updates: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Makes room for one more pattern, dropping the least recently seen.
+    fn make_room(&mut self) {
+        while self.patterns.len() >= self.cap {
+            let Some(oldest) = self
+                .patterns
+                .iter()
+                .min_by_key(|(_, p)| p.touched)
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            self.patterns.remove(&oldest);
+            self.dropped += 1;
+        }
+    }
+
     pub fn failure(&mut self, f: &Failure, learned: Option<Duration>) {
         let key = Key {
             namespace: f.namespace.clone(),
@@ -232,6 +273,10 @@ impl Findings {
             peer: f.peer.clone(),
             port: f.remote.port(),
         };
+        if !self.patterns.contains_key(&key) {
+            self.make_room();
+        }
+        self.updates += 1;
         let p = self.patterns.entry(key).or_insert_with(|| Pattern {
             destination: f.remote,
             by_cause: BTreeMap::new(),
@@ -240,7 +285,9 @@ impl Findings {
             service_host: None,
             service_port: None,
             samples: VecDeque::new(),
+            touched: 0,
         });
+        p.touched = self.updates;
         let count = p.by_cause.entry(f.cause).or_insert(CauseCount {
             cause: f.cause,
             failures: 0,
@@ -285,7 +332,7 @@ impl Findings {
 
     /// Every finding in `scope`: one per pod, peer and port, with each mismatch
     /// merged into its pair's failures or, when there are none, reported on
-    /// its own.
+    /// its own; at most `cap` findings.
     pub fn report(&self, mismatches: &[Mismatch], scope: &Scope) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
             .patterns
@@ -309,6 +356,8 @@ impl Findings {
                 None => out.push(mismatch_finding(m)),
             }
         }
+        // At most the cap in all: failures first, then mismatches alone.
+        out.truncate(self.cap);
         out
     }
 }

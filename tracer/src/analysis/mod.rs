@@ -73,6 +73,10 @@ pub struct AnalysisConfig {
     pub settle: Duration,
     /// Distinct `peer` label values per pod.
     pub peer_cap: usize,
+    /// Distinct pods labelled; the rest are `other`.
+    pub pod_cap: usize,
+    /// Findings kept (least recently seen dropped first).
+    pub findings_cap: usize,
     /// Use `ip:port` as the peer label when the peer pod is unknown.
     pub peer_addresses: bool,
 }
@@ -86,6 +90,8 @@ impl Default for AnalysisConfig {
             termination_window: Duration::from_secs(120),
             settle: Duration::from_millis(250),
             peer_cap: 20,
+            pod_cap: 500,
+            findings_cap: 1000,
             peer_addresses: false,
         }
     }
@@ -111,11 +117,12 @@ impl Analysis {
         clock: Clock,
         reset_reasons: ResetReasons,
     ) -> Self {
+        let findings_cap = config.findings_cap;
         Self {
             naming: Naming::new(
                 pods,
                 config.directions.clone(),
-                config.peer_cap,
+                (config.pod_cap, config.peer_cap),
                 config.peer_addresses,
             ),
             attribution: Attributor::new(config.attribution_window),
@@ -126,7 +133,7 @@ impl Analysis {
             topology: Topology::default(),
             idle: IdleLearner::default(),
             dns: DnsNames::default(),
-            findings: Findings::default(),
+            findings: Findings::new(findings_cap),
         }
     }
 
@@ -147,6 +154,18 @@ impl Analysis {
     /// One event, after the connection table applied it; `now_ns` is when
     /// it was read (kernel monotonic time).
     pub fn observe(
+        &mut self,
+        ev: &Event,
+        applied: &Applied,
+        now_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        self.naming.advance(ev.mono_ns);
+        self.observe_kind(ev, applied, now_ns, out);
+        self.report_forgotten(out);
+    }
+
+    fn observe_kind(
         &mut self,
         ev: &Event,
         applied: &Applied,
@@ -250,9 +269,10 @@ impl Analysis {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
+        self.naming.advance(at_ns);
         let changed = self.dns.answer(netns, &answer, at_ns);
-        let pod = self.naming.pod(netns, 0);
-        let name_label = self.naming.dns_name(netns, &answer.name);
+        let pod = self.naming.pod_label(netns, 0);
+        let name_label = self.naming.dns_name(&pod, &answer.name);
         out.push(Observation::Dns(Box::new(DnsSeen {
             time: self.clock.wall(at_ns),
             netns,
@@ -262,10 +282,22 @@ impl Analysis {
             answer,
             changed,
         })));
+        self.report_forgotten(out);
+    }
+
+    /// Pods that gave their label's place to new ones: their series go.
+    fn report_forgotten(&mut self, out: &mut Vec<Observation>) {
+        for pod in self.naming.take_forgotten() {
+            out.push(Observation::PodForgotten {
+                namespace: pod.namespace,
+                pod: pod.pod,
+            });
+        }
     }
 
     /// Decides the failures and 503s whose time has come by `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        self.naming.advance(now_ns);
         while let Some(p) = self.settling.next_ready(now_ns) {
             let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref());
             self.attribution
@@ -277,7 +309,7 @@ impl Analysis {
         let mut settled = Vec::new();
         self.attribution.settle(now_ns, &mut settled);
         for a in settled {
-            let pod = self.naming.pod(a.netns, 0);
+            let pod = self.naming.pod_label(a.netns, 0);
             if let Some(cause) = a.cause {
                 self.findings.http_503(&pod.namespace, &pod.pod, cause);
             }
@@ -290,6 +322,7 @@ impl Analysis {
                 cause: a.cause,
             }));
         }
+        self.report_forgotten(out);
     }
 
     fn decide(&mut self, conn: &Connection, at_ns: u64, dns_name: Option<&str>) -> Failure {
@@ -385,15 +418,11 @@ impl Analysis {
                 .staleness(conn.netns, name, conn.remote.ip(), now_ns)
                 .is_some()
             {
-                let label = self.naming.peek_dns_name(conn.netns, name);
-                *counts
-                    .entry((
-                        self.naming
-                            .pods
-                            .peek_owned(conn.netns, conn.process.cgroup_id),
-                        label,
-                    ))
-                    .or_insert(0) += 1;
+                let pod = self
+                    .naming
+                    .peek_pod_label(conn.netns, conn.process.cgroup_id);
+                let label = self.naming.peek_dns_name(&pod, name);
+                *counts.entry((pod, label)).or_insert(0) += 1;
             }
         }
         counts
@@ -426,17 +455,21 @@ impl Analysis {
             if terminating {
                 let pod = self
                     .naming
-                    .pods
-                    .peek_owned(conn.netns, conn.process.cgroup_id);
+                    .peek_pod_label(conn.netns, conn.process.cgroup_id);
                 *counts.entry(pod).or_insert(0) += 1;
             }
         }
         counts
     }
 
-    /// Observations counted under the label `other`: (peers, DNS names).
-    pub fn label_overflows(&self) -> (u64, u64) {
+    /// Observations counted under the label `other`.
+    pub fn label_overflows(&self) -> naming::Overflows {
         self.naming.overflows()
+    }
+
+    /// Findings dropped for newer ones (the findings cap).
+    pub fn findings_dropped(&self) -> u64 {
+        self.findings.dropped
     }
 
     /// Failures waiting to settle (none once a session has wound down).

@@ -3,14 +3,25 @@
 //! what the cluster says the address is (its Service, or its pod's
 //! `namespace/workload`, on any node), else the destination's pod when it
 //! is on this node, else `port-N` (addresses only when asked for); at most
-//! `cap` distinct peers per pod, the rest `other`. DNS names as label values are bounded the same way.
+//! `peer_cap` distinct peers per pod, the rest `other`. DNS names as label
+//! values are bounded the same way. Pods themselves are bounded too: at most
+//! `pod_cap` distinct pods are labelled, later ones count under
+//! `namespace="other", pod="other"` (which has its own peer and name caps),
+//! so every family has at most `(pod_cap + 1) × (peer_cap + 1)` values per
+//! combination of its fixed-set labels, and the state behind the caps is as
+//! bounded. Pods churn: at the cap, a new pod takes the place of the
+//! labelled pod seen least recently if that one has been silent for
+//! [`POD_LABEL_IDLE`] (it is forgotten, with its peers and names, and its
+//! series are removed).
 //!
 //! Metric observations admit new label values; reports (findings, gauges)
 //! only [`peek`](Naming::peek_labels), so reading never spends a slot.
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::Hash,
     net::SocketAddr,
+    time::Duration,
 };
 
 use tracer_common::event::Role;
@@ -23,6 +34,9 @@ use crate::metadata::{PodName, Pods};
 
 pub const OVERFLOW: &str = "other";
 
+/// A labelled pod silent this long gives its place to a new pod at the cap.
+pub const POD_LABEL_IDLE: Duration = Duration::from_secs(600);
+
 /// The bounded labels a connection is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Labels {
@@ -34,16 +48,19 @@ pub struct Labels {
     pub peer: String,
 }
 
-/// At most `cap` distinct values per pod (network namespace), then `other`.
+/// A pod as labelled: (namespace, pod).
+type PodKey = (String, String);
+
+/// At most `cap` distinct values per key (a labelled pod), then `other`.
 #[derive(Debug)]
-pub struct BoundedLabels {
+pub struct BoundedLabels<K = PodKey> {
     cap: usize,
-    seen: HashMap<u32, HashSet<String>>,
-    /// Observations counted under `other` because their pod was at the cap.
+    seen: HashMap<K, HashSet<String>>,
+    /// Observations counted under `other` because their key was at the cap.
     pub overflowed: u64,
 }
 
-impl BoundedLabels {
+impl<K: Hash + Eq + Clone> BoundedLabels<K> {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
@@ -53,8 +70,11 @@ impl BoundedLabels {
     }
 
     /// The label for `candidate` in `netns`, admitting it if there is room.
-    pub fn admit(&mut self, netns: u32, candidate: String) -> String {
-        let seen = self.seen.entry(netns).or_default();
+    pub fn admit(&mut self, key: &K, candidate: String) -> String {
+        let seen = match self.seen.get_mut(key) {
+            Some(seen) => seen,
+            None => self.seen.entry(key.clone()).or_default(),
+        };
         if seen.contains(&candidate) {
             return candidate;
         }
@@ -66,9 +86,14 @@ impl BoundedLabels {
         candidate
     }
 
+    /// Frees `key`'s values.
+    pub fn forget(&mut self, key: &K) {
+        self.seen.remove(key);
+    }
+
     /// The label `candidate` has, or would get, in `netns`; admits nothing.
-    pub fn peek(&self, netns: u32, candidate: String) -> String {
-        match self.seen.get(&netns) {
+    pub fn peek(&self, key: &K, candidate: String) -> String {
+        match self.seen.get(key) {
             Some(seen) if !seen.contains(&candidate) && seen.len() >= self.cap => {
                 OVERFLOW.to_owned()
             }
@@ -77,34 +102,184 @@ impl BoundedLabels {
     }
 }
 
+/// At most `cap` distinct pods labelled, then `other`; a pod silent for
+/// [`POD_LABEL_IDLE`] gives its place to a new one.
+#[derive(Debug)]
+pub struct BoundedPods {
+    cap: usize,
+    /// Labelled pods, and when each was last seen (monotonic ns).
+    seen: HashMap<PodKey, u64>,
+    /// No labelled pod can have been idle long enough before this time.
+    no_idle_before_ns: u64,
+    /// Observations counted under pod `other`.
+    pub overflowed: u64,
+    /// Pods that gave their place, not yet reported.
+    pub forgotten: Vec<PodKey>,
+}
+
+impl BoundedPods {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            seen: HashMap::new(),
+            no_idle_before_ns: 0,
+            overflowed: 0,
+            forgotten: Vec::new(),
+        }
+    }
+
+    /// `pod` as labelled at `now_ns`, admitting it if there is room (made,
+    /// at the cap, by forgetting the least recently seen pod if it is idle).
+    pub fn admit(&mut self, pod: PodName, now_ns: u64) -> PodName {
+        let key = (pod.namespace, pod.pod);
+        let known = match self.seen.get_mut(&key) {
+            Some(seen) => {
+                *seen = (*seen).max(now_ns);
+                true
+            }
+            None => false,
+        };
+        if !known {
+            if self.seen.len() >= self.cap && !self.forget_one_idle(now_ns) {
+                self.overflowed += 1;
+                return overflow_pod();
+            }
+            self.seen.insert(key.clone(), now_ns);
+        }
+        PodName {
+            namespace: key.0,
+            pod: key.1,
+            workload: pod.workload,
+        }
+    }
+
+    /// Forgets the least recently seen pod if it has been idle for
+    /// [`POD_LABEL_IDLE`]; whether one went.
+    fn forget_one_idle(&mut self, now_ns: u64) -> bool {
+        if now_ns < self.no_idle_before_ns {
+            return false;
+        }
+        let idle_ns = POD_LABEL_IDLE.as_nanos() as u64;
+        let Some((oldest, seen_ns)) = self
+            .seen
+            .iter()
+            .min_by_key(|(_, seen)| **seen)
+            .map(|(key, seen)| (key.clone(), *seen))
+        else {
+            return false;
+        };
+        if now_ns.saturating_sub(seen_ns) < idle_ns {
+            // Nothing to scan for again until the oldest could be idle.
+            self.no_idle_before_ns = seen_ns + idle_ns;
+            return false;
+        }
+        self.seen.remove(&oldest);
+        self.forgotten.push(oldest);
+        true
+    }
+
+    /// `pod` as it is, or would be, labelled; admits nothing.
+    pub fn peek(&self, pod: PodName) -> PodName {
+        let known = self
+            .seen
+            .contains_key(&(pod.namespace.clone(), pod.pod.clone()));
+        if known || self.seen.len() < self.cap {
+            pod
+        } else {
+            overflow_pod()
+        }
+    }
+}
+
+/// The pod every pod past the cap is counted under.
+fn overflow_pod() -> PodName {
+    PodName {
+        namespace: OVERFLOW.to_owned(),
+        pod: OVERFLOW.to_owned(),
+        workload: None,
+    }
+}
+
+fn key(pod: &PodName) -> PodKey {
+    (pod.namespace.clone(), pod.pod.clone())
+}
+
+/// Label overflows so far, per bounded label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflows {
+    pub pods: u64,
+    pub peers: u64,
+    pub names: u64,
+}
+
 pub struct Naming {
     pub pods: Pods,
     directions: DirectionClassifier,
+    labelled: BoundedPods,
     peers: BoundedLabels,
     dns_names: BoundedLabels,
     peer_addresses: bool,
+    /// The latest event time seen (monotonic ns): when pods were last seen.
+    now_ns: u64,
 }
 
 impl Naming {
     pub fn new(
         pods: Pods,
         directions: DirectionClassifier,
-        cap: usize,
+        (pod_cap, peer_cap): (usize, usize),
         peer_addresses: bool,
     ) -> Self {
         Self {
             pods,
             directions,
-            peers: BoundedLabels::new(cap),
-            dns_names: BoundedLabels::new(cap),
+            labelled: BoundedPods::new(pod_cap),
+            peers: BoundedLabels::new(peer_cap),
+            dns_names: BoundedLabels::new(peer_cap),
             peer_addresses,
+            now_ns: 0,
         }
+    }
+
+    /// Time moves on to `now_ns` (monotonic; earlier times are ignored).
+    pub fn advance(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
+    /// Pods forgotten (to make room) since the last call, with their peer
+    /// and name slots freed.
+    pub fn take_forgotten(&mut self) -> Vec<PodName> {
+        let forgotten = std::mem::take(&mut self.labelled.forgotten);
+        forgotten
+            .into_iter()
+            .map(|key| {
+                self.peers.forget(&key);
+                self.dns_names.forget(&key);
+                PodName {
+                    namespace: key.0,
+                    pod: key.1,
+                    workload: None,
+                }
+            })
+            .collect()
     }
 
     /// The pod of a socket in `netns` owned by a process in `cgroup_id`
     /// (0: unknown), which names hostNetwork pods in the host's namespace.
+    /// Its true name (for printing), not bounded.
     pub fn pod(&mut self, netns: u32, cgroup_id: u64) -> PodName {
         self.pods.get_owned(netns, cgroup_id)
+    }
+
+    /// The pod as labelled (bounded), admitting it if there is room.
+    pub fn pod_label(&mut self, netns: u32, cgroup_id: u64) -> PodName {
+        let pod = self.pods.get_owned(netns, cgroup_id);
+        self.labelled.admit(pod, self.now_ns)
+    }
+
+    /// The pod as labelled, admitting nothing and asking no source.
+    pub fn peek_pod_label(&self, netns: u32, cgroup_id: u64) -> PodName {
+        self.labelled.peek(self.pods.peek_owned(netns, cgroup_id))
     }
 
     /// Labels for a connection of `netns` with `role` to `remote`, admitting
@@ -116,16 +291,17 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.get_owned(netns, cgroup_id);
+        let pod = self.pod_label(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let dest_pod = dest_netns.map(|n| self.pods.get(n));
         let candidate = self.peer_candidate(dest_pod, role, remote);
+        let peer = self.peers.admit(&key(&pod), candidate);
         Labels {
+            direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
-            direction: self.direction(dest_netns, netns, role, remote),
-            peer: self.peers.admit(netns, candidate),
+            peer,
         }
     }
 
@@ -137,30 +313,35 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pods.peek_owned(netns, cgroup_id);
+        let pod = self.peek_pod_label(netns, cgroup_id);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let candidate = self.peer_candidate(dest_netns.map(|n| self.pods.peek(n)), role, remote);
+        let peer = self.peers.peek(&key(&pod), candidate);
         Labels {
+            direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
-            direction: self.direction(dest_netns, netns, role, remote),
-            peer: self.peers.peek(netns, candidate),
+            peer,
         }
     }
 
-    /// Observations labelled `other` so far: (peers, DNS names).
-    pub fn overflows(&self) -> (u64, u64) {
-        (self.peers.overflowed, self.dns_names.overflowed)
+    /// Observations labelled `other` so far.
+    pub fn overflows(&self) -> Overflows {
+        Overflows {
+            pods: self.labelled.overflowed,
+            peers: self.peers.overflowed,
+            names: self.dns_names.overflowed,
+        }
     }
 
-    /// The bounded label for a DNS name asked in `netns`.
-    pub fn dns_name(&mut self, netns: u32, name: &str) -> String {
-        self.dns_names.admit(netns, name.to_owned())
+    /// The bounded label for a DNS name asked by `pod` (as labelled).
+    pub fn dns_name(&mut self, pod: &PodName, name: &str) -> String {
+        self.dns_names.admit(&key(pod), name.to_owned())
     }
 
-    pub fn peek_dns_name(&self, netns: u32, name: &str) -> String {
-        self.dns_names.peek(netns, name.to_owned())
+    pub fn peek_dns_name(&self, pod: &PodName, name: &str) -> String {
+        self.dns_names.peek(&key(pod), name.to_owned())
     }
 
     fn direction(
@@ -202,20 +383,93 @@ mod tests {
 
     #[test]
     fn caps_distinct_values_per_pod_and_peeking_admits_nothing() {
-        let mut p = BoundedLabels::new(2);
-        assert_eq!(p.admit(1, "a".into()), "a");
-        assert_eq!(p.peek(1, "b".into()), "b");
+        let mut p = BoundedLabels::<u32>::new(2);
+        assert_eq!(p.admit(&1, "a".into()), "a");
+        assert_eq!(p.peek(&1, "b".into()), "b");
         assert_eq!(
-            p.peek(1, "c".into()),
+            p.peek(&1, "c".into()),
             "c",
             "room left: it would be admitted"
         );
-        assert_eq!(p.admit(1, "b".into()), "b");
-        assert_eq!(p.peek(1, "c".into()), OVERFLOW);
-        assert_eq!(p.admit(1, "c".into()), OVERFLOW);
+        assert_eq!(p.admit(&1, "b".into()), "b");
+        assert_eq!(p.peek(&1, "c".into()), OVERFLOW);
+        assert_eq!(p.admit(&1, "c".into()), OVERFLOW);
         assert_eq!(p.overflowed, 1, "counted");
-        assert_eq!(p.admit(1, "a".into()), "a");
-        assert_eq!(p.admit(2, "c".into()), "c");
+        assert_eq!(p.admit(&1, "a".into()), "a");
+        assert_eq!(p.admit(&2, "c".into()), "c");
+    }
+
+    #[test]
+    fn pods_past_the_cap_are_other_and_share_its_peer_cap() {
+        let mut naming = Naming::new(
+            Pods::new(Box::new(ByInode)),
+            DirectionClassifier::default(),
+            (2, 1),
+            true,
+        );
+        let topology = Topology::default();
+        let remote = |i: u8| SocketAddr::from(([10, 9, 9, i], 443));
+        let pods: Vec<Labels> = (1..=4)
+            .map(|netns| naming.labels(&topology, (netns, 0), Role::Client, remote(netns as u8)))
+            .collect();
+        assert_eq!(pods[0].pod, "pod1");
+        assert_eq!(pods[1].pod, "pod2");
+        assert_eq!(
+            (pods[2].namespace.as_str(), pods[2].pod.as_str()),
+            (OVERFLOW, OVERFLOW)
+        );
+        assert_eq!(pods[2].peer, "10.9.9.3:443", "the first peer of `other`");
+        assert_eq!(
+            pods[3].peer, OVERFLOW,
+            "`other` has one peer cap, not one per pod"
+        );
+        assert_eq!(
+            naming.overflows(),
+            Overflows {
+                pods: 2,
+                peers: 1,
+                names: 0
+            }
+        );
+        assert_eq!(naming.peek_pod_label(5, 0).pod, OVERFLOW);
+        assert_eq!(naming.peek_pod_label(1, 0).pod, "pod1");
+    }
+
+    #[test]
+    fn a_pod_silent_long_gives_its_place_to_a_new_one() {
+        let mut naming = Naming::new(
+            Pods::new(Box::new(ByInode)),
+            DirectionClassifier::default(),
+            (2, 1),
+            true,
+        );
+        let topology = Topology::default();
+        let remote = SocketAddr::from(([10, 9, 9, 9], 443));
+        let at = |naming: &mut Naming, netns: u32, ns: u64| {
+            naming.advance(ns);
+            naming.labels(&topology, (netns, 0), Role::Client, remote)
+        };
+        let idle = POD_LABEL_IDLE.as_nanos() as u64;
+        at(&mut naming, 1, 1);
+        at(&mut naming, 2, 2);
+        at(&mut naming, 1, idle / 2);
+        assert_eq!(
+            at(&mut naming, 3, idle).pod,
+            OVERFLOW,
+            "nobody idle long enough yet"
+        );
+        assert!(naming.take_forgotten().is_empty());
+        let third = at(&mut naming, 3, idle + 3);
+        assert_eq!(third.pod, "pod3", "pod2 was silent for the idle time");
+        let forgotten = naming.take_forgotten();
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(forgotten[0].pod, "pod2");
+        assert_eq!(
+            at(&mut naming, 2, idle + 4).pod,
+            OVERFLOW,
+            "pod1 is not idle"
+        );
+        assert_eq!(at(&mut naming, 1, idle + 5).peer, "10.9.9.9:443");
     }
 
     struct ByInode;
@@ -235,7 +489,7 @@ mod tests {
         let mut naming = Naming::new(
             Pods::new(Box::new(ByInode)),
             DirectionClassifier::default(),
-            1,
+            (10, 1),
             false,
         );
         let mut topology = Topology::default();

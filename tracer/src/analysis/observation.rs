@@ -33,6 +33,12 @@ pub enum Observation {
     Failure(Box<Failure>),
     Http503(Http503),
     Dns(Box<DnsSeen>),
+    /// A labelled pod unseen for long gave its place under the pod cap to a
+    /// new one: its series go.
+    PodForgotten {
+        namespace: String,
+        pod: String,
+    },
 }
 
 /// A DNS answer seen in a pod.

@@ -18,6 +18,11 @@ pub struct ListenerState {
     pub closed_ns: Option<u64>,
 }
 
+/// Entries each map keeps at most. Pods (and their addresses and ports)
+/// churn: past this, what is no longer listening is forgotten, and the
+/// address owners are forgotten all at once (traffic teaches them again).
+pub const MAX_ENTRIES: usize = 65_536;
+
 #[derive(Debug, Default)]
 pub struct Topology {
     /// (netns, port) → listeners on that port (one per bound address).
@@ -41,6 +46,10 @@ pub enum ListenerView {
 
 impl Topology {
     pub fn listen(&mut self, netns: u32, address: SocketAddr, now_ns: u64) {
+        if self.listeners.len() >= MAX_ENTRIES {
+            self.listeners
+                .retain(|_, list| list.iter().any(|l| l.closed_ns.is_none()));
+        }
         let list = self.listeners.entry((netns, address.port())).or_default();
         list.retain(|l| l.address != address);
         list.push(ListenerState {
@@ -63,6 +72,9 @@ impl Topology {
     pub fn own(&mut self, netns: u32, ip: IpAddr) {
         let ip = canonical(ip);
         if !ip.is_loopback() && !ip.is_unspecified() {
+            if self.owners.len() >= MAX_ENTRIES && !self.owners.contains_key(&ip) {
+                self.owners.clear();
+            }
             self.owners.insert(ip, netns);
         }
     }

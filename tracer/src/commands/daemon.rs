@@ -9,7 +9,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let config = resolve(&args.common, DaemonArgs::mode_defaults())?;
     let (mut session, listener, _watchers) = start(&config).await?;
     let listener = listener.expect("the daemon always listens");
-    let served = serve(&mut session, listener, config.findings)?;
+    let served = serve(&mut session, listener, &config)?;
     tracing::info!(
         "conntracer daemon: {}; serving http://{}/metrics",
         session.tracer().probes.attached_summary(),

@@ -115,7 +115,7 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener
 pub fn serve(
     session: &mut Session,
     listener: tokio::net::TcpListener,
-    findings: bool,
+    config: &Config,
 ) -> anyhow::Result<Served> {
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
@@ -138,11 +138,11 @@ pub fn serve(
     let endpoints = Endpoints {
         metrics,
         health: session.health.clone(),
-        queries: findings.then(|| session.serve_queries()),
+        queries: config.findings.then(|| session.serve_queries()),
     };
     let address = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(http::serve(listener, endpoints, async move {
+    let task = tokio::spawn(http::serve(listener, endpoints, config.http, async move {
         let _ = stopped.changed().await;
     }));
     Ok(Served {

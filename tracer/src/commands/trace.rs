@@ -20,7 +20,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     ));
     let served = match listener {
         Some(listener) => {
-            let served = serve(&mut session, listener, config.findings)?;
+            let served = serve(&mut session, listener, &config)?;
             eprintln!("conntracer: serving http://{}/metrics", served.address);
             Some(served)
         }

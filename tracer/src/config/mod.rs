@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::{
     analysis::{AnalysisConfig, direction::DirectionClassifier, proxy::ProxyMatcher},
+    output::http::HttpLimits,
     probes::LoadOptions,
     units::serde_duration_opt,
 };
@@ -28,6 +29,9 @@ pub struct Settings {
     #[serde(default, deserialize_with = "deserialize_listen")]
     pub listen: Option<SocketAddr>,
     pub findings: Option<bool>,
+    pub http_max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
+    pub http_timeout: Option<Duration>,
     pub proxy_uids: Option<Vec<u32>>,
     pub proxy_comms: Option<Vec<String>>,
     pub cluster_cidrs: Option<Vec<IpNet>>,
@@ -36,6 +40,8 @@ pub struct Settings {
     #[serde(default, deserialize_with = "serde_duration_opt::deserialize")]
     pub termination_window: Option<Duration>,
     pub peer_cap: Option<usize>,
+    pub pod_cap: Option<usize>,
+    pub findings_cap: Option<usize>,
     pub peer_addresses: Option<bool>,
     pub max_connections: Option<u32>,
     pub ring_bytes: Option<u32>,
@@ -60,12 +66,16 @@ impl Settings {
         Settings {
             listen: self.listen.or(lower.listen),
             findings: self.findings.or(lower.findings),
+            http_max_connections: self.http_max_connections.or(lower.http_max_connections),
+            http_timeout: self.http_timeout.or(lower.http_timeout),
             proxy_uids: self.proxy_uids.or(lower.proxy_uids),
             proxy_comms: self.proxy_comms.or(lower.proxy_comms),
             cluster_cidrs: self.cluster_cidrs.or(lower.cluster_cidrs),
             attribution_window: self.attribution_window.or(lower.attribution_window),
             termination_window: self.termination_window.or(lower.termination_window),
             peer_cap: self.peer_cap.or(lower.peer_cap),
+            pod_cap: self.pod_cap.or(lower.pod_cap),
+            findings_cap: self.findings_cap.or(lower.findings_cap),
             peer_addresses: self.peer_addresses.or(lower.peer_addresses),
             max_connections: self.max_connections.or(lower.max_connections),
             ring_bytes: self.ring_bytes.or(lower.ring_bytes),
@@ -125,6 +135,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Serve /findings (it shows pod names, addresses and evidence).
     pub findings: bool,
+    /// What each HTTP client is allowed.
+    pub http: HttpLimits,
     pub analysis: AnalysisConfig,
     pub probes: LoadOptions,
     pub identity: Identity,
@@ -186,6 +198,32 @@ impl Config {
         let peer_cap = s.peer_cap.unwrap_or(analysis_defaults.peer_cap);
         if peer_cap == 0 {
             return Err(invalid("--peer-cap", "peer_cap", "must be at least 1"));
+        }
+        let at_least_one = |value: Option<usize>, default, flag, key| match value {
+            Some(0) => Err(invalid(flag, key, "must be at least 1")),
+            value => Ok(value.unwrap_or(default)),
+        };
+        let pod_cap = at_least_one(s.pod_cap, analysis_defaults.pod_cap, "--pod-cap", "pod_cap")?;
+        let findings_cap = at_least_one(
+            s.findings_cap,
+            analysis_defaults.findings_cap,
+            "--findings-cap",
+            "findings_cap",
+        )?;
+        let http_defaults = HttpLimits::default();
+        let http_max_connections = at_least_one(
+            s.http_max_connections,
+            http_defaults.max_connections,
+            "--http-max-connections",
+            "http_max_connections",
+        )?;
+        let http_timeout = s.http_timeout.unwrap_or(http_defaults.timeout);
+        if http_timeout.is_zero() {
+            return Err(invalid(
+                "--http-timeout",
+                "http_timeout",
+                "must be longer than zero",
+            ));
         }
         let max_connections = s.max_connections.unwrap_or(probe_defaults.max_connections);
         if max_connections == 0 {
@@ -249,6 +287,10 @@ impl Config {
             identity,
             listen: s.listen,
             findings: s.findings.unwrap_or(true),
+            http: HttpLimits {
+                max_connections: http_max_connections,
+                timeout: http_timeout,
+            },
             analysis: AnalysisConfig {
                 proxy: ProxyMatcher {
                     uids: s.proxy_uids.unwrap_or(proxy_defaults.uids),
@@ -263,6 +305,8 @@ impl Config {
                     .termination_window
                     .unwrap_or(analysis_defaults.termination_window),
                 peer_cap,
+                pod_cap,
+                findings_cap,
                 peer_addresses: s.peer_addresses.unwrap_or(false),
                 ..analysis_defaults
             },
@@ -364,6 +408,25 @@ mod tests {
         let plain = Config::default();
         assert_eq!(plain.listen, None);
         assert_eq!(plain.analysis.peer_cap, 20);
+        assert_eq!(plain.analysis.pod_cap, 500);
+        assert_eq!(plain.analysis.findings_cap, 1000);
+        assert_eq!(plain.http.max_connections, 512);
+        assert_eq!(plain.http.timeout, Duration::from_secs(10));
+        let f = file(
+            "pod_cap = 7\nfindings_cap = 9\nhttp_max_connections = 3\nhttp_timeout = \"2s\"\n",
+        );
+        let c = Config::resolve(
+            Settings::default(),
+            Some(&f.0),
+            Settings::default(),
+            &Environment::default(),
+        )
+        .unwrap();
+        assert_eq!((c.analysis.pod_cap, c.analysis.findings_cap), (7, 9));
+        assert_eq!(
+            (c.http.max_connections, c.http.timeout),
+            (3, Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -458,6 +521,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "--peer-cap / peer_cap: must be at least 1");
+        let zero = Settings {
+            http_max_connections: Some(0),
+            ..Settings::default()
+        };
+        let e = Config::resolve(zero, None, Settings::default(), &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--http-max-connections / http_max_connections: must be at least 1"
+        );
         let ring = Settings {
             ring_bytes: Some(5000),
             ..Settings::default()

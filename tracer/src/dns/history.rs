@@ -12,6 +12,8 @@ use super::parse::DnsAnswer;
 
 const ANSWERS_PER_NAME: usize = 8;
 const NAMES_PER_NETNS: usize = 512;
+/// Namespaces with a DNS history at most (then all forgotten at once).
+const MAX_NETNS: usize = 4096;
 
 /// One distinct answer for a name (same address set), and when it was seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,6 +82,10 @@ impl DnsHistory {
     pub fn record(&mut self, netns: u32, answer: &DnsAnswer, now_ns: u64) -> Option<Change> {
         if answer.addresses.is_empty() {
             return None; // NXDOMAIN, SERVFAIL, or no address records: nothing to join
+        }
+        if self.netns.len() >= MAX_NETNS && !self.netns.contains_key(&netns) {
+            // Pods churn: forget every namespace's history rather than grow.
+            self.netns.clear();
         }
         let ns = self.netns.entry(netns).or_default();
         if !ns.names.contains_key(&answer.name) && ns.names.len() >= NAMES_PER_NETNS {

@@ -126,6 +126,10 @@ const RECHECK_NAMED: Duration = Duration::from_secs(5);
 /// Host-network cgroups remembered at most (then forgotten all at once).
 const MAX_CGROUPS: usize = 65_536;
 
+/// Network namespaces remembered at most (then forgotten all at once, and
+/// asked about again): pods churn.
+const MAX_NAMESPACES: usize = 65_536;
+
 /// The pod of each network namespace, asked of the source once per namespace.
 pub struct Pods {
     source: Box<dyn PodSource>,
@@ -174,6 +178,10 @@ impl Pods {
             None => RETRY_UNNAMED,
         };
         self.lookups += 1;
+        if self.named.len() + self.unnamed.len() >= MAX_NAMESPACES {
+            self.named.clear();
+            self.unnamed.clear();
+        }
         match self.source.lookup(netns) {
             Some(pod) => {
                 self.unnamed.remove(&netns);

@@ -2,7 +2,11 @@
 //! OpenMetrics text via `prometheus-client`. Names are a contract.
 //! [`MetricsOutput`] feeds them from a session.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    sync::{Arc, Mutex, RwLock},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -126,8 +130,49 @@ fn seconds_histogram() -> Histogram {
     ])
 }
 
+/// The series made for one pod, so that they can go when it is forgotten.
+#[derive(Debug, Default)]
+struct PodSeries {
+    opened: HashSet<OpenedLabels>,
+    failures: HashSet<PeerCauseLabels>,
+    stale_failures: HashSet<PeerCauseLabels>,
+    http_503: HashSet<PodCauseLabels>,
+    resets: HashSet<ResetLabels>,
+    idle_before_reuse: HashSet<PeerLabels>,
+    peer_idle_close: HashSet<PeerLabels>,
+    lifetime: HashSet<DirectionLabels>,
+    dns_answer_changes: HashSet<NameLabels>,
+}
+
+/// Namespace → pod → its series.
+type SeriesByPod = HashMap<String, HashMap<String, PodSeries>>;
+
+/// Notes `labels` among `pod`'s series of the family `set` picks.
+fn remember<L: Clone + Hash + Eq>(
+    series: &Mutex<SeriesByPod>,
+    (namespace, pod): (&str, &str),
+    set: impl FnOnce(&mut PodSeries) -> &mut HashSet<L>,
+    labels: &L,
+) {
+    let mut series = series.lock().expect("series lock");
+    let pods = match series.get_mut(namespace) {
+        Some(pods) => pods,
+        None => series.entry(namespace.to_owned()).or_default(),
+    };
+    let of_pod = match pods.get_mut(pod) {
+        Some(of_pod) => of_pod,
+        None => pods.entry(pod.to_owned()).or_default(),
+    };
+    let set = set(of_pod);
+    if !set.contains(labels) {
+        set.insert(labels.clone());
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// Every pod's series (the pod-labelled families).
+    series: Mutex<SeriesByPod>,
     pub connections_opened: Family<OpenedLabels, Counter>,
     pub connection_failures: Family<PeerCauseLabels, Counter>,
     pub stale_connection_failures: Family<PeerCauseLabels, Counter>,
@@ -142,6 +187,7 @@ pub struct Metrics {
     pub dns_skipped: Family<ReasonLabels, Counter>,
     pub records_skipped: Family<ReasonLabels, Counter>,
     pub label_overflows: Family<LabelLabels, Counter>,
+    pub findings_dropped: Counter,
     pub kubernetes_synced: Gauge,
     pub process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
@@ -174,6 +220,7 @@ impl Metrics {
             dns_skipped: Family::default(),
             records_skipped: Family::default(),
             label_overflows: Family::default(),
+            findings_dropped: Counter::default(),
             kubernetes_synced: Gauge::default(),
             process_cpu_seconds: Counter::default(),
             process_resident_memory: Gauge::default(),
@@ -185,6 +232,7 @@ impl Metrics {
             seeded_listeners: Counter::default(),
             probe_attach_failures: Family::default(),
             registry: Registry::default(),
+            series: Mutex::default(),
         };
         registry.register(
             "connections_opened",
@@ -264,8 +312,13 @@ impl Metrics {
         );
         registry.register(
             "label_overflows",
-            "Observations counted under the label value `other` because their pod had reached the cap of distinct values (--peer-cap)",
+            "Observations counted under the label value `other` because the cap of distinct values was reached: `pod` (--pod-cap pods), `peer` and `name` (--peer-cap per pod)",
             m.label_overflows.clone(),
+        );
+        registry.register(
+            "findings_dropped",
+            "Findings dropped for newer ones: at most --findings-cap are kept, the least recently seen goes first",
+            m.findings_dropped.clone(),
         );
         if kubernetes {
             registry.register(
@@ -326,35 +379,42 @@ impl Metrics {
     pub fn observe(&self, obs: &Observation) {
         match obs {
             Observation::Opened { labels, role } => {
-                self.connections_opened
-                    .get_or_create(&OpenedLabels {
-                        namespace: labels.namespace.clone(),
-                        pod: labels.pod.clone(),
-                        workload: labels.workload.clone().unwrap_or_default(),
-                        direction: labels.direction.as_str().to_owned(),
-                        role: role_name(*role).unwrap_or("unknown").to_owned(),
-                    })
-                    .inc();
+                let l = OpenedLabels {
+                    namespace: labels.namespace.clone(),
+                    pod: labels.pod.clone(),
+                    workload: labels.workload.clone().unwrap_or_default(),
+                    direction: labels.direction.as_str().to_owned(),
+                    role: role_name(*role).unwrap_or("unknown").to_owned(),
+                };
+                self.connections_opened.get_or_create(&l).inc();
+                remember(&self.series, pod_of(labels), |s| &mut s.opened, &l);
             }
             Observation::Reset {
                 labels,
                 side,
                 reason,
             } => {
-                self.resets
-                    .get_or_create(&ResetLabels {
-                        namespace: labels.namespace.clone(),
-                        pod: labels.pod.clone(),
-                        direction: labels.direction.as_str().to_owned(),
-                        side: side_name(*side).unwrap_or("unknown").to_owned(),
-                        reason: reason.clone(),
-                    })
-                    .inc();
+                let l = ResetLabels {
+                    namespace: labels.namespace.clone(),
+                    pod: labels.pod.clone(),
+                    direction: labels.direction.as_str().to_owned(),
+                    side: side_name(*side).unwrap_or("unknown").to_owned(),
+                    reason: reason.clone(),
+                };
+                self.resets.get_or_create(&l).inc();
+                remember(&self.series, pod_of(labels), |s| &mut s.resets, &l);
             }
             Observation::Reuse { labels, idle } => {
+                let l = peer_labels(labels);
                 self.idle_before_reuse
-                    .get_or_create(&peer_labels(labels))
+                    .get_or_create(&l)
                     .observe(idle.as_secs_f64());
+                remember(
+                    &self.series,
+                    pod_of(labels),
+                    |s| &mut s.idle_before_reuse,
+                    &l,
+                );
             }
             Observation::Closed {
                 labels,
@@ -362,18 +422,22 @@ impl Metrics {
                 peer_idle_close,
             } => {
                 if let Some(lifetime) = lifetime {
+                    let l = DirectionLabels {
+                        namespace: labels.namespace.clone(),
+                        pod: labels.pod.clone(),
+                        direction: labels.direction.as_str().to_owned(),
+                    };
                     self.connection_lifetime
-                        .get_or_create(&DirectionLabels {
-                            namespace: labels.namespace.clone(),
-                            pod: labels.pod.clone(),
-                            direction: labels.direction.as_str().to_owned(),
-                        })
+                        .get_or_create(&l)
                         .observe(lifetime.as_secs_f64());
+                    remember(&self.series, pod_of(labels), |s| &mut s.lifetime, &l);
                 }
                 if let Some(idle) = peer_idle_close {
+                    let l = peer_labels(labels);
                     self.peer_idle_close
-                        .get_or_create(&peer_labels(labels))
+                        .get_or_create(&l)
                         .observe(idle.as_secs_f64());
+                    remember(&self.series, pod_of(labels), |s| &mut s.peer_idle_close, &l);
                 }
             }
             Observation::Failure(f) => {
@@ -385,30 +449,79 @@ impl Metrics {
                     cause: f.cause.as_str().to_owned(),
                 };
                 self.connection_failures.get_or_create(&l).inc();
+                let pod = (f.namespace.as_str(), f.pod.as_str());
+                remember(&self.series, pod, |s| &mut s.failures, &l);
                 if f.stale {
                     self.stale_connection_failures.get_or_create(&l).inc();
+                    remember(&self.series, pod, |s| &mut s.stale_failures, &l);
                 }
             }
             Observation::Dns(d) => {
                 if d.changed {
-                    self.dns_answer_changes
-                        .get_or_create(&NameLabels {
-                            namespace: d.namespace.clone(),
-                            pod: d.pod.clone(),
-                            name: d.name_label.clone(),
-                        })
-                        .inc();
+                    let l = NameLabels {
+                        namespace: d.namespace.clone(),
+                        pod: d.pod.clone(),
+                        name: d.name_label.clone(),
+                    };
+                    self.dns_answer_changes.get_or_create(&l).inc();
+                    let pod = (d.namespace.as_str(), d.pod.as_str());
+                    remember(&self.series, pod, |s| &mut s.dns_answer_changes, &l);
                 }
             }
             Observation::Http503(h) => {
-                self.http_503
-                    .get_or_create(&PodCauseLabels {
-                        namespace: h.namespace.clone(),
-                        pod: h.pod.clone(),
-                        cause: h.cause_name().to_owned(),
-                    })
-                    .inc();
+                let l = PodCauseLabels {
+                    namespace: h.namespace.clone(),
+                    pod: h.pod.clone(),
+                    cause: h.cause_name().to_owned(),
+                };
+                self.http_503.get_or_create(&l).inc();
+                let pod = (h.namespace.as_str(), h.pod.as_str());
+                remember(&self.series, pod, |s| &mut s.http_503, &l);
             }
+            Observation::PodForgotten { namespace, pod } => self.forget(namespace, pod),
+        }
+    }
+
+    /// Removes every series of a pod that gave its label's place.
+    fn forget(&self, namespace: &str, pod: &str) {
+        let gone = {
+            let mut series = self.series.lock().expect("series lock");
+            let Some(pods) = series.get_mut(namespace) else {
+                return;
+            };
+            let gone = pods.remove(pod);
+            if pods.is_empty() {
+                series.remove(namespace);
+            }
+            gone
+        };
+        let Some(s) = gone else { return };
+        for l in &s.opened {
+            self.connections_opened.remove(l);
+        }
+        for l in &s.failures {
+            self.connection_failures.remove(l);
+        }
+        for l in &s.stale_failures {
+            self.stale_connection_failures.remove(l);
+        }
+        for l in &s.http_503 {
+            self.http_503.remove(l);
+        }
+        for l in &s.resets {
+            self.resets.remove(l);
+        }
+        for l in &s.idle_before_reuse {
+            self.idle_before_reuse.remove(l);
+        }
+        for l in &s.peer_idle_close {
+            self.peer_idle_close.remove(l);
+        }
+        for l in &s.lifetime {
+            self.connection_lifetime.remove(l);
+        }
+        for l in &s.dns_answer_changes {
+            self.dns_answer_changes.remove(l);
         }
     }
 
@@ -418,6 +531,10 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
+}
+
+fn pod_of(l: &Labels) -> (&str, &str) {
+    (&l.namespace, &l.pod)
 }
 
 fn peer_labels(l: &Labels) -> PeerLabels {
@@ -515,8 +632,12 @@ impl Output for MetricsOutput {
             cpu.inc_by((usage.cpu_seconds - cpu.get()).max(0.0));
             m.process_resident_memory.set(usage.resident_bytes as i64);
         }
-        let (peers, names) = p.analysis.label_overflows();
-        for (label, total) in [("peer", peers), ("name", names)] {
+        let overflows = p.analysis.label_overflows();
+        for (label, total) in [
+            ("pod", overflows.pods),
+            ("peer", overflows.peers),
+            ("name", overflows.names),
+        ] {
             raise_to(
                 &m.label_overflows.get_or_create(&LabelLabels {
                     label: label.to_owned(),
@@ -524,6 +645,7 @@ impl Output for MetricsOutput {
                 total,
             );
         }
+        raise_to(&m.findings_dropped, p.analysis.findings_dropped());
         let skipped = p.skipped;
         for (family, reason, total) in [
             (&m.dns_skipped, "malformed", skipped.dns_malformed),
@@ -569,5 +691,40 @@ impl ProcessUsage {
             cpu_seconds: (utime + stime) / ticks.max(1) as f64,
             resident_bytes: resident * page.max(1) as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::direction::Direction;
+    use tracer_common::event::Role;
+
+    fn opened(pod: &str) -> Observation {
+        Observation::Opened {
+            labels: Labels {
+                namespace: "shop".into(),
+                pod: pod.into(),
+                workload: None,
+                direction: Direction::Outbound,
+                peer: "port-80".into(),
+            },
+            role: Role::Client,
+        }
+    }
+
+    #[test]
+    fn a_forgotten_pod_loses_its_series_and_no_one_else_does() {
+        let m = Metrics::new("0", "6.1", &[], false);
+        m.observe(&opened("cart"));
+        m.observe(&opened("web"));
+        assert!(m.encode().contains("pod=\"cart\""));
+        m.observe(&Observation::PodForgotten {
+            namespace: "shop".into(),
+            pod: "cart".into(),
+        });
+        let text = m.encode();
+        assert!(!text.contains("pod=\"cart\""), "{text}");
+        assert!(text.contains("pod=\"web\""), "{text}");
     }
 }

@@ -237,3 +237,38 @@ fn one_finding_per_pod_and_peer_led_by_its_most_common_cause() {
         failure::PeerClose::Reset
     );
 }
+
+#[test]
+fn past_the_findings_cap_the_least_recently_seen_finding_goes() {
+    let mut lab = Lab::new(AnalysisConfig {
+        findings_cap: 2,
+        ..AnalysisConfig::default()
+    });
+    let refused = |at_ms: u64| ConnStats {
+        flags: flags::RST_IN | flags::CLOSED,
+        rst_ns: at_ms * MS,
+        closed_ns: at_ms * MS,
+        ..ConnStats::default()
+    };
+    // Refused connects to ports 1, 2, 1 again, then 3: port 2 is the least recently seen.
+    for (sock, port, at) in [
+        (0xa, 1, 1000),
+        (0xb, 2, 2000),
+        (0xc, 1, 3000),
+        (0xd, 3, 4000),
+    ] {
+        lab.feed_ev(
+            event(EventKind::Close, sock, FRONTEND, Role::Client)
+                .at(at * MS)
+                .between("10.0.0.1:40009", &format!("10.0.0.2:{port}"))
+                .stats(refused(at)),
+            at * MS,
+        );
+        lab.tick((at + 500) * MS);
+    }
+    let findings = lab.analysis.findings(&Scope::default());
+    let ports: Vec<u16> = findings.iter().map(|f| f.destination.port()).collect();
+    assert_eq!(ports, [1, 3]);
+    assert_eq!(findings[0].failures, 2);
+    assert_eq!(lab.analysis.findings_dropped(), 1);
+}

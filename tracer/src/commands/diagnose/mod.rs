@@ -49,7 +49,7 @@ async fn trace_for(
     let config = resolve(&args.common, Settings::default())?;
     let (mut session, listener, _watchers) = start(&config).await?;
     let served = listener
-        .map(|listener| serve(&mut session, listener, config.findings))
+        .map(|listener| serve(&mut session, listener, &config))
         .transpose()?;
     eprintln!(
         "conntracer: tracing for {} to diagnose...",
