@@ -105,11 +105,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
         },
         Err(e) => {
-            report.line(
-                Status::Missing,
-                "BTF",
-                format!("{} (kernel needs CONFIG_DEBUG_INFO_BTF=y)", chain(&e)),
-            );
+            report.line(Status::Missing, "BTF", chain(&e));
             None
         }
     };
@@ -306,7 +302,10 @@ fn check_mounts(report: &mut Report) {
         None => report.line(
             Status::Degraded,
             "cgroup v2",
-            "not mounted; cost: no cgroup socket programs (HTTP peek, DNS)",
+            format!(
+                "{}; cost: no cgroup socket programs (HTTP peek, DNS)",
+                mount::CGROUP2_MISSING
+            ),
         ),
     }
     let bpffs = Path::new("/sys/fs/bpf");

@@ -28,6 +28,7 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         return found;
     }
     let cgroup_root = crate::kernel::mount::cgroup2_mount();
+    let mut unreadable = 0;
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -36,8 +37,12 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-            continue;
+        let fds = match fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                unreadable += usize::from(e.kind() == std::io::ErrorKind::PermissionDenied);
+                continue;
+            }
         };
         let mut owner = None;
         for fd in fds.flatten() {
@@ -57,6 +62,13 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         if found.len() == inodes.len() {
             break;
         }
+    }
+    if unreadable > 0 && found.len() < inodes.len() {
+        tracing::warn!(
+            "owners of {} sockets open before start are unknown until their first send or receive: \
+             /proc/PID/fd of {unreadable} processes could not be read (needs CAP_SYS_PTRACE)",
+            inodes.len() - found.len()
+        );
     }
     found
 }

@@ -326,7 +326,8 @@ fn attach_cgroup_skb(
     name: &str,
     direction: CgroupSkbAttachType,
 ) -> Result<u32, String> {
-    let root = crate::kernel::mount::cgroup2_mount().ok_or("cgroup v2 is not mounted")?;
+    let root =
+        crate::kernel::mount::cgroup2_mount().ok_or(crate::kernel::mount::CGROUP2_MISSING)?;
     let cgroup = std::fs::File::open(&root).map_err(|e| format!("opening {root}: {e}"))?;
     let program: &mut CgroupSkb = ebpf
         .program_mut(name)
