@@ -18,8 +18,8 @@ use crate::{
         btf::{KernelBtf, VMLINUX},
         mount,
         privileges::{
-            CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Capabilities,
-            KernelPolicy,
+            CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE,
+            Capabilities, KernelPolicy,
         },
         tracefs::Tracefs,
     },
@@ -222,6 +222,7 @@ fn check_privileges(report: &mut Report) {
         CAP_PERFMON,
         CAP_NET_ADMIN,
         CAP_SYS_ADMIN,
+        CAP_SYS_PTRACE,
         CAP_SYS_RESOURCE,
     ] {
         if let Some(needed) = missing.iter().find(|m| m.bit == cap.bit) {
@@ -232,7 +233,7 @@ fn check_privileges(report: &mut Report) {
             );
         } else if caps.has(&cap) {
             report.line(Status::Ok, cap.name, cap.why);
-        } else if admin && (cap == CAP_BPF || cap == CAP_PERFMON) {
+        } else if admin && (cap == CAP_BPF || cap == CAP_PERFMON || cap == CAP_NET_ADMIN) {
             report.line(
                 Status::Ok,
                 cap.name,

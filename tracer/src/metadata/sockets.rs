@@ -45,11 +45,16 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
             }
         };
         let mut owner = None;
+        let mut denied = false;
         for fd in fds.flatten() {
-            let Some(inode) = fs::read_link(fd.path())
-                .ok()
-                .and_then(|target| socket_inode(&target.to_string_lossy()))
-            else {
+            let target = match fs::read_link(fd.path()) {
+                Ok(target) => target,
+                Err(e) => {
+                    denied |= e.kind() == std::io::ErrorKind::PermissionDenied;
+                    continue;
+                }
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
             if !inodes.contains(&inode) || found.contains_key(&inode) {
@@ -59,6 +64,7 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
                 owner.get_or_insert_with(|| process(&entry.path(), pid, cgroup_root.as_deref()));
             found.insert(inode, owner.clone());
         }
+        unreadable += usize::from(denied);
         if found.len() == inodes.len() {
             break;
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod tracer;
