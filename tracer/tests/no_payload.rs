@@ -26,8 +26,9 @@ const REQUESTS: usize = 3;
 
 /// A proxy (comm `envoy`, so the tracer treats it as one) answering each
 /// request on one keep-alive connection: 200, 503, then a 503 whose reason
-/// phrase is the marker; every header and body carries it too.
-fn proxy_exchange(pair: &PodPair, marker: &str) {
+/// phrase is the marker; every header and body carries it too. Its listener
+/// is returned, still open (so it stays in the listener map).
+fn proxy_exchange(pair: &PodPair, marker: &str) -> TcpListener {
     let server = SocketAddr::new(pair.server_v4, PORT);
     let listener = pair
         .server
@@ -50,6 +51,7 @@ fn proxy_exchange(pair: &PodPair, marker: &str) {
         .name("envoy".into())
         .spawn(move || {
             let (conn, _) = listener.accept().unwrap();
+            let kept = listener;
             let mut reader = BufReader::new(conn.try_clone().unwrap());
             let mut conn = conn;
             for answer in answers {
@@ -68,6 +70,7 @@ fn proxy_exchange(pair: &PodPair, marker: &str) {
                 reader.read_exact(&mut body).unwrap();
                 conn.write_all(answer.as_bytes()).unwrap();
             }
+            kept
         })
         .unwrap();
     let marker = marker.to_owned();
@@ -99,7 +102,7 @@ fn proxy_exchange(pair: &PodPair, marker: &str) {
             reader.read_exact(&mut reply).unwrap();
         }
     });
-    proxy.join().unwrap();
+    proxy.join().unwrap()
 }
 
 /// A DNS query carrying the marker, answered for `name` from the server pod.
@@ -249,7 +252,7 @@ fn no_request_or_response_byte_leaves_the_kernel_but_the_status_line_and_dns_ans
             .subsec_nanos()
     );
     let trace = TraceSession::start(&["--namespace", &pair.namespace]);
-    proxy_exchange(&pair, &marker);
+    let _listener = proxy_exchange(&pair, &marker);
     let name = "api.nopayload.example";
     dns_exchange(&pair, &marker, name);
     let events = trace.wait_for("the 503s, the DNS answer and the close", |ev| {
@@ -283,11 +286,14 @@ fn no_request_or_response_byte_leaves_the_kernel_but_the_status_line_and_dns_ans
         assert!(names.contains(&wanted), "{wanted} not read: {names:?}");
     }
     // The same search finds what is meant to be there: the proxy's comm in
-    // the events and the socket map, the answer's name (wire format) in the
+    // the events and the listener map, the answer's name (wire format) in the
     // DNS ring.
     let ring = |name: &str| &maps.iter().find(|m| m.name == name).unwrap().bytes;
     assert!(contains(ring("EVENTS"), b"envoy"));
-    assert!(contains(ring("SOCKS"), b"envoy"), "bpftool's dump decoded");
+    assert!(
+        contains(ring("LISTENERS"), b"envoy"),
+        "bpftool's dump decoded"
+    );
     assert!(contains(ring("DNS_EVENTS"), b"\x09nopayload\x07example"));
 
     let mut trace = trace;
