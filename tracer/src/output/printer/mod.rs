@@ -45,7 +45,12 @@ pub struct Printer {
 
 impl Printer {
     pub fn stdout(format: Format, filter: Filter, reset_reasons: ResetReasons) -> Self {
-        Self::with_sink(Box::new(sink::Stdout::new()), format, filter, reset_reasons)
+        Self::with_sink(
+            Box::new(sink::Stdout::open()),
+            format,
+            filter,
+            reset_reasons,
+        )
     }
 
     pub fn new(

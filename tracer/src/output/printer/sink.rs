@@ -33,7 +33,8 @@ pub struct Stdout {
 }
 
 impl Stdout {
-    pub fn new() -> Self {
+    /// Fd 1, as the process got it.
+    pub fn open() -> Self {
         // SAFETY: fd 1 stays open for the process's life; ManuallyDrop
         // never closes it.
         let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(libc::STDOUT_FILENO) });
