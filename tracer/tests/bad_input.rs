@@ -125,10 +125,10 @@ fn item4_a_busy_metrics_port_fails_before_anything_loads() {
     assert!(!stderr(&out).contains("probes attached"));
 }
 
-/// An empty directory over a tracepoint's tracefs directory: to us the
-/// kernel lacks it.
+/// An empty tmpfs over a tracepoint's tracefs directory: to us the kernel
+/// lacks it.
 fn hide_tracepoint(tracepoint: &str) -> String {
-    format!("mount --bind \"$(mktemp -d)\" /sys/kernel/tracing/events/{tracepoint}")
+    format!("mount -t tmpfs none /sys/kernel/tracing/events/{tracepoint}")
 }
 
 #[test]
