@@ -407,6 +407,9 @@ fn item10_a_second_daemon_is_refused_and_a_crash_does_not_block_the_restart() {
         !stderr(&out).contains("probes attached"),
         "refused before loading anything"
     );
+    // An ad-hoc `trace` takes no lock: it runs next to the daemon.
+    let out = conntracer(&["trace", "--duration", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // SIGKILL: no clean-up runs, yet the kernel released the lock.
     let status = first.kill();

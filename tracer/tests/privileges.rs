@@ -190,7 +190,7 @@ fn run_with(caps: &[&str], pair: &PodPair, pooled: &SocketAddr, port: u16) -> Ru
     );
     proxy_503(pair, port);
     dns_answer(pair);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(2);
     while features(&trace.events(), &pair.namespace, pooled, port) != Features::ALL
         && Instant::now() < deadline
     {
@@ -338,6 +338,11 @@ fn the_minimal_set_gives_everything_and_each_capability_is_accounted_for() {
             seeded_owner: false,
             ..Features::ALL
         }
+    );
+    assert!(
+        run.log.iter().any(|l| l.contains("(needs CAP_SYS_PTRACE)")),
+        "{:?}",
+        run.log
     );
     assert!(
         unreadable_processes(&run) > unreadable_processes(&minimal),

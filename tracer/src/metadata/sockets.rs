@@ -10,6 +10,8 @@ use std::{
     path::Path,
 };
 
+use crate::kernel::privileges::{CAP_SYS_PTRACE, Capabilities};
+
 /// A process holding a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketOwner {
@@ -70,9 +72,14 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         }
     }
     if unreadable > 0 && found.len() < inodes.len() {
+        let why = if Capabilities::current().has(&CAP_SYS_PTRACE) {
+            "refused even with CAP_SYS_PTRACE: a security module, or another user namespace"
+        } else {
+            "needs CAP_SYS_PTRACE"
+        };
         tracing::warn!(
             "owners of {} sockets open before start are unknown until their first send or receive: \
-             /proc/PID/fd of {unreadable} processes could not be read (needs CAP_SYS_PTRACE)",
+             /proc/PID/fd of {unreadable} processes could not be read ({why})",
             inodes.len() - found.len()
         );
     }
