@@ -15,13 +15,13 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{http::get, require_root, unique_tag};
+use support::{http::get, netns::PodPair, require_root, unique_tag};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conntracer");
 
@@ -252,22 +252,44 @@ const CGROUP_V1_ONLY: &str = "for m in $(awk '$3==\"cgroup2\"{print $2}' /proc/s
 #[test]
 fn item9_cgroup_v1_only_degrades_the_cgroup_programs_and_says_how_to_fix_it() {
     require_root();
-    let port = free_port();
+    let pair = PodPair::new();
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!("set -e; {CGROUP_V1_ONLY}; exec \"$0\" \"$@\""))
         .arg(BIN)
         .args(["trace", "--output", "json", "--duration", "4"])
-        .args(["--port", &port.to_string()])
-        .env("CONNTRACER_LOG", "warn")
+        .args(["--namespace", &pair.namespace])
+        .env("CONNTRACER_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let log = StderrLines::new(&mut child);
     log.wait_for("probes attached", Duration::from_secs(30));
-    // Tracing itself does not need cgroups: a refused connect is seen.
-    refused_connects(port, 3, Duration::from_secs(2), || false);
+    // Tracing itself needs no cgroup: a refused connect in the pod is seen.
+    let nobody = SocketAddr::new(pair.server_v4, 9);
+    pair.client.run("ct-refused", move || {
+        TcpStream::connect_timeout(&nobody, Duration::from_secs(2)).unwrap_err()
+    });
+    // DNS answers are taken at the receiving device instead.
+    let server = SocketAddr::new(pair.server_v4, 53);
+    let socket = pair
+        .server
+        .run("ct-dns", move || UdpSocket::bind(server).expect("bind :53"));
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (_, from) = socket.recv_from(&mut buf).unwrap();
+        let answer = support::dns::response(0x4444, "api.v1only.example", [203, 0, 113, 44]);
+        socket.send_to(&answer, from).unwrap();
+    });
+    pair.client.run("ct-resolver", move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"query", server).unwrap();
+        let mut buf = [0u8; 512];
+        s.recv_from(&mut buf).unwrap();
+    });
+    responder.join().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = log.all();
@@ -282,19 +304,41 @@ fn item9_cgroup_v1_only_degrades_the_cgroup_programs_and_says_how_to_fix_it() {
             && warning.contains("503s will not be counted"),
         "{warning}"
     );
+    let ingress = text
+        .iter()
+        .find(|l| l.contains("degraded: ct_ingress unavailable"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    println!("[9] {ingress}");
+    assert!(
+        ingress.contains("DNS answers are taken at the receiving device instead"),
+        "{ingress}"
+    );
+    assert!(text.iter().any(|l| l.contains("dns=devices")), "{text:?}");
     let events = stdout(&out);
     assert!(
         events.contains("\"event\":\"close\"") && events.contains("connect_refused"),
         "traced without cgroup v2: {events}"
     );
-    let out = in_mount_namespace(CGROUP_V1_ONLY, &["check", "--load", "false"]);
+    assert!(
+        events.contains("\"event\":\"dns\"") && events.contains("api.v1only.example"),
+        "DNS without cgroup v2: {events}"
+    );
+    let out = in_mount_namespace(CGROUP_V1_ONLY, &["check"]);
     assert!(out.status.success(), "{}", stdout(&out));
     let problems = check_problems(&out);
+    println!("[9] check: {problems:?}");
     assert!(
         problems
             .iter()
             .any(|l| l.starts_with("degraded") && l.contains("cgroup v1 only")),
         "{problems:?}"
+    );
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("dns source") && l.contains("net:netif_receive_skb")),
+        "{}",
+        stdout(&out)
     );
 }
 

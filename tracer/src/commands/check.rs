@@ -304,7 +304,7 @@ fn check_mounts(report: &mut Report) {
             Status::Degraded,
             "cgroup v2",
             format!(
-                "{}; cost: no cgroup socket programs (HTTP peek, DNS)",
+                "{}; cost: no cgroup socket programs: no HTTP 503 peek, DNS answers only from net:netif_receive_skb",
                 mount::CGROUP2_MISSING
             ),
         ),
@@ -356,9 +356,15 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
         Ok(setup) => setup,
         Err(e) => return report.line(Status::Missing, "programs", chain(&e)),
     };
-    check_sources(report, &setup.modes);
     match Probes::load(&setup, options) {
         Ok(mut probes) => {
+            check_sources(
+                report,
+                &Modes {
+                    dns: probes.dns_source,
+                    ..setup.modes
+                },
+            );
             // Enumerating our own namespace proves the iterator loads and runs.
             let seeded = probes
                 .load_seed(&setup)
@@ -395,6 +401,9 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
                 ),
             }
         }
-        Err(e) => report.line(Status::Missing, "programs", chain(&e)),
+        Err(e) => {
+            check_sources(report, &setup.modes);
+            report.line(Status::Missing, "programs", chain(&e));
+        }
     }
 }
