@@ -292,7 +292,7 @@ fn item9_cgroup_v1_only_degrades_the_cgroup_programs_and_says_how_to_fix_it() {
     responder.join().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let text = log.all();
+    let text = log.complete();
     let warning = text
         .iter()
         .find(|l| l.contains("degraded: ct_egress unavailable"))
@@ -343,24 +343,34 @@ fn item9_cgroup_v1_only_degrades_the_cgroup_programs_and_says_how_to_fix_it() {
 }
 
 /// A child's stderr, collected on a thread.
-struct StderrLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+struct StderrLines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
 
 impl StderrLines {
     fn new(child: &mut Child) -> Self {
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[conntracer] {line}");
                 sink.lock().unwrap().push(line);
             }
         });
-        Self(lines)
+        Self { lines, reader }
+    }
+
+    /// Every line, once the child has exited (its stderr read to the end).
+    fn complete(self) -> Vec<String> {
+        self.reader.join().unwrap();
+        let lines = self.lines.lock().unwrap().clone();
+        lines
     }
 
     fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.lines.lock().unwrap().clone()
     }
 
     fn wait_for(&self, text: &str, within: Duration) {
@@ -497,8 +507,8 @@ fn item11_a_full_disk_stops_the_trace_and_keeps_every_complete_record() {
         matches!(child.try_wait(), Ok(Some(_)))
     });
     let status = wait(&mut child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(1), "{:?}", log.all());
-    let lines = log.all();
+    let lines = log.complete();
+    assert_eq!(status.code(), Some(1), "{lines:?}");
     let errors: Vec<&String> = lines
         .iter()
         .filter(|l| l.starts_with("conntracer: error:"))
@@ -571,7 +581,7 @@ fn item12_a_closed_pipe_ends_the_trace_quietly() {
         matches!(child.try_wait(), Ok(Some(_)))
     });
     let status = wait(&mut child, Duration::from_secs(10));
-    let lines = log.all();
+    let lines = log.complete();
     println!(
         "[12] exit {:?} after the reader closed the pipe; stderr: {:?}",
         status.code(),
