@@ -364,9 +364,9 @@ impl StderrLines {
 
     /// Every line, once the child has exited (its stderr read to the end).
     fn complete(self) -> Vec<String> {
-        self.reader.join().unwrap();
-        let lines = self.lines.lock().unwrap().clone();
-        lines
+        let Self { lines, reader } = self;
+        reader.join().unwrap();
+        lines.lock().unwrap().clone()
     }
 
     fn all(&self) -> Vec<String> {
