@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::{
-    config::{DEFAULT_LISTEN, Settings},
+    config::{DEFAULT_LISTEN, DEFAULT_LOCK_FILE, Settings},
     output::printer::{Filter, Format},
     units::{parse_duration, parse_listen},
 };
@@ -215,6 +215,10 @@ impl CommonArgs {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// One daemon per node: this file is locked (`flock`) while the daemon
+    /// runs, and a second daemon is refused; `none` for no lock.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_LOCK_FILE)]
+    pub lock_file: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
 }

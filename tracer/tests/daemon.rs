@@ -26,7 +26,13 @@ impl Serving {
     fn start(addr: SocketAddr, extra: &[&str]) -> Self {
         Self::spawn(
             addr,
-            &["daemon", "--listen", &addr.to_string()],
+            &[
+                "daemon",
+                "--lock-file",
+                "none",
+                "--listen",
+                &addr.to_string(),
+            ],
             extra,
             Stdio::null(),
         )
@@ -617,7 +623,14 @@ fn not_ready_until_kubernetes_has_synced() {
     let kubeconfig = api.kubeconfig("t");
     let addr: SocketAddr = "127.0.0.1:19464".parse().unwrap();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_conntracer"))
-        .args(["daemon", "--listen", &addr.to_string(), "--node-name", "n"])
+        .args([
+            "daemon",
+            "--lock-file",
+            "none",
+            "--listen",
+            &addr.to_string(),
+        ])
+        .args(["--node-name", "n"])
         .arg("--kubeconfig")
         .arg(&kubeconfig.path)
         .stdout(Stdio::null())
@@ -661,8 +674,8 @@ fn listen_on_a_bare_ipv6_pod_ip_with_findings_off() {
     let addr: SocketAddr = "[::1]:19466".parse().unwrap();
     let _daemon = Serving::spawn(
         addr,
-        &["daemon", "--listen", "::1:19466", "--findings", "false"],
-        &[],
+        &["daemon", "--lock-file", "none", "--listen", "::1:19466"],
+        &["--findings", "false"],
         Stdio::null(),
     );
     let (code, body) = get(addr, "/findings").unwrap();

@@ -186,7 +186,13 @@ fn daemon_attributes_an_idle_timeout_on_a_connection_opened_before_it_started() 
     let addr: SocketAddr = "127.0.0.1:19468".parse().unwrap();
     let _daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_conntracer"))
-            .args(["daemon", "--listen", &addr.to_string()])
+            .args([
+                "daemon",
+                "--lock-file",
+                "none",
+                "--listen",
+                &addr.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -806,20 +806,6 @@ fn peer_idle_close_reveals_the_servers_keep_alive_timeout() {
     assert!(s[0].get("peer_idle_close_ms").is_none());
 }
 
-/// A DNS response for `name` with one A record, TTL 30, answering query `id`.
-fn dns_response(id: u16, name: &str, ip: [u8; 4]) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
-    m.extend_from_slice(&ip);
-    m
-}
-
 #[test]
 fn dns_answers_and_a_change_are_seen_in_the_receiving_pod() {
     require_root();
@@ -835,7 +821,7 @@ fn dns_answers_and_a_change_are_seen_in_the_receiving_pod() {
         let (_, from) = socket.recv_from(&mut buf).unwrap();
         socket
             .send_to(
-                &dns_response(0x4242, "api.lab.example", [203, 0, 113, 5]),
+                &support::dns::response(0x4242, "api.lab.example", [203, 0, 113, 5]),
                 from,
             )
             .unwrap();
@@ -845,7 +831,7 @@ fn dns_answers_and_a_change_are_seen_in_the_receiving_pod() {
         let (_, from) = socket.recv_from(&mut buf).unwrap();
         socket
             .send_to(
-                &dns_response(0x4243, "api.lab.example", [203, 0, 113, 9]),
+                &support::dns::response(0x4243, "api.lab.example", [203, 0, 113, 9]),
                 from,
             )
             .unwrap();

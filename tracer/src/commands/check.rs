@@ -18,8 +18,8 @@ use crate::{
         btf::{KernelBtf, VMLINUX},
         mount,
         privileges::{
-            CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Capabilities,
-            KernelPolicy,
+            CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE,
+            Capabilities, KernelPolicy,
         },
         tracefs::Tracefs,
     },
@@ -105,11 +105,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
         },
         Err(e) => {
-            report.line(
-                Status::Missing,
-                "BTF",
-                format!("{} (kernel needs CONFIG_DEBUG_INFO_BTF=y)", chain(&e)),
-            );
+            report.line(Status::Missing, "BTF", chain(&e));
             None
         }
     };
@@ -226,6 +222,7 @@ fn check_privileges(report: &mut Report) {
         CAP_PERFMON,
         CAP_NET_ADMIN,
         CAP_SYS_ADMIN,
+        CAP_SYS_PTRACE,
         CAP_SYS_RESOURCE,
     ] {
         if let Some(needed) = missing.iter().find(|m| m.bit == cap.bit) {
@@ -236,7 +233,7 @@ fn check_privileges(report: &mut Report) {
             );
         } else if caps.has(&cap) {
             report.line(Status::Ok, cap.name, cap.why);
-        } else if admin && (cap == CAP_BPF || cap == CAP_PERFMON) {
+        } else if admin && (cap == CAP_BPF || cap == CAP_PERFMON || cap == CAP_NET_ADMIN) {
             report.line(
                 Status::Ok,
                 cap.name,
@@ -306,7 +303,10 @@ fn check_mounts(report: &mut Report) {
         None => report.line(
             Status::Degraded,
             "cgroup v2",
-            "not mounted; cost: no cgroup socket programs (HTTP peek, DNS)",
+            format!(
+                "{}; cost: no cgroup socket programs: no HTTP 503 peek, DNS answers only from net:netif_receive_skb",
+                mount::CGROUP2_MISSING
+            ),
         ),
     }
     let bpffs = Path::new("/sys/fs/bpf");
@@ -356,9 +356,15 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
         Ok(setup) => setup,
         Err(e) => return report.line(Status::Missing, "programs", chain(&e)),
     };
-    check_sources(report, &setup.modes);
     match Probes::load(&setup, options) {
         Ok(mut probes) => {
+            check_sources(
+                report,
+                &Modes {
+                    dns: probes.dns_source,
+                    ..setup.modes
+                },
+            );
             // Enumerating our own namespace proves the iterator loads and runs.
             let seeded = probes
                 .load_seed(&setup)
@@ -395,6 +401,9 @@ fn check_load(report: &mut Report, tracefs: &Tracefs, btf: &KernelBtf, options: 
                 ),
             }
         }
-        Err(e) => report.line(Status::Missing, "programs", chain(&e)),
+        Err(e) => {
+            check_sources(report, &setup.modes);
+            report.line(Status::Missing, "programs", chain(&e));
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod daemon;
 pub mod diagnose;
+pub mod lock;
 pub mod trace;
 
 use std::{
@@ -11,7 +12,6 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use anyhow::Context as _;
 use tokio::{
     sync::watch,
     task::{JoinHandle, JoinSet},
@@ -106,9 +106,16 @@ impl Served {
 
 /// Binds `address` first (so a busy port fails before the probes load).
 pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} (--listen / listen)"))
+    tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another process listens there: stop it or choose another address"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "; that address is not on this host",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {address} (--listen / listen): {e}{hint}")
+    })
 }
 
 /// Plugs the metrics into `session` and serves them, health and findings.

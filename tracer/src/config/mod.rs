@@ -21,6 +21,8 @@ use crate::{
 
 /// Where the daemon serves by default (loopback: ad-hoc use on a node).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+/// The daemon's one-per-node lock (`--lock-file`).
+pub const DEFAULT_LOCK_FILE: &str = "/run/conntracer/daemon.lock";
 
 /// One layer of settings (the flags, or the file); every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]

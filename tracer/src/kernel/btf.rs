@@ -9,12 +9,15 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF from {path}")]
-    Read {
-        path: String,
-        #[source]
-        error: btf_rs::Error,
-    },
+    #[error(
+        "kernel BTF {0} is missing: conntracer reads struct offsets from it and cannot run without it; \
+         use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution's since 2021), \
+         and in a container make the host's /sys/kernel/btf visible"
+    )]
+    Missing(String),
+    // btf_rs's error repeats its I/O cause as its source: printed once, here.
+    #[error("cannot read kernel BTF from {path}: {error}")]
+    Read { path: String, error: btf_rs::Error },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member `{member}` (looking for `{path}`)")]
@@ -33,6 +36,9 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::Missing(path.display().to_string()));
+        }
         Btf::from_file(path)
             .map(|btf| Self { btf })
             .map_err(|error| BtfError::Read {

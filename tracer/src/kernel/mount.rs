@@ -43,3 +43,7 @@ pub fn cgroup2_mount() -> Option<String> {
         (cols.get(2) == Some(&"cgroup2")).then(|| cols[1].to_owned())
     })
 }
+
+/// What to do when no cgroup v2 hierarchy is mounted (cgroup v1 only).
+pub const CGROUP2_MISSING: &str = "cgroup v2 is not mounted (cgroup v1 only): mount it, e.g. \
+     `mount -t cgroup2 none /sys/fs/cgroup/unified`, or boot with systemd.unified_cgroup_hierarchy=1";

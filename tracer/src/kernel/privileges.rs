@@ -77,7 +77,15 @@ pub const CAP_NET_ADMIN: Capability = Capability::new(
 pub const CAP_SYS_ADMIN: Capability = Capability::new(
     "CAP_SYS_ADMIN",
     21,
-    "mounting tracefs or bpffs when the host has not (or instead of CAP_BPF+CAP_PERFMON)",
+    "entering pods' network namespaces (setns: connections open before start, DNS answers and \
+     addresses in pods), mounting tracefs when the host has not; it also stands in for \
+     CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN",
+);
+pub const CAP_SYS_PTRACE: Capability = Capability::new(
+    "CAP_SYS_PTRACE",
+    19,
+    "reading /proc/PID/fd and /proc/PID/ns/net of processes with other privileges \
+     (owners and namespaces of connections open before start)",
 );
 pub const CAP_SYS_RESOURCE: Capability = Capability::new(
     "CAP_SYS_RESOURCE",

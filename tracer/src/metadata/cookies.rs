@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::kernel::privileges::{CAP_SYS_ADMIN, Capabilities};
+
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
 pub struct NetnsCookies {
@@ -46,34 +48,52 @@ impl NetnsCookies {
     /// again: the kernel gives a dead namespace's inode to the next one, and
     /// only the cookie tells them apart (cookies are never reused).
     pub fn rescan(&mut self) {
+        if self.last_scan.is_none() && !Capabilities::current().has(&CAP_SYS_ADMIN) {
+            tracing::warn!(
+                "DNS answers are tied only to this network namespace, not to pods': \
+                 a namespace's cookie is read inside it (setns needs CAP_SYS_ADMIN)"
+            );
+        }
         self.last_scan = Some(Instant::now());
+        let ours = super::netns::host_netns_inode();
         self.map = super::namespaces::distinct_namespaces()
             .into_iter()
-            .filter_map(|(inode, path)| Some((cookie_of(path)?, inode)))
+            .filter_map(|(inode, path)| {
+                // Our own namespace needs no setns (and so no CAP_SYS_ADMIN).
+                let cookie = if Some(inode) == ours {
+                    cookie_here()
+                } else {
+                    cookie_of(path)
+                };
+                Some((cookie?, inode))
+            })
             .collect();
     }
 }
 
 /// Asks a socket inside the namespace at `path` for its cookie.
 fn cookie_of(path: PathBuf) -> Option<u64> {
-    super::namespaces::in_namespace(&path, || {
-        // SAFETY: plain socket syscalls on a descriptor we own and close.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-            if fd < 0 {
-                return None;
-            }
-            let mut cookie = 0u64;
-            let mut len = size_of::<u64>() as libc::socklen_t;
-            let rc = libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                SO_NETNS_COOKIE,
-                (&raw mut cookie).cast(),
-                &mut len,
-            );
-            libc::close(fd);
-            (rc == 0).then_some(cookie)
+    super::namespaces::in_namespace(&path, cookie_here)
+}
+
+/// The cookie of the calling thread's namespace.
+fn cookie_here() -> Option<u64> {
+    // SAFETY: plain socket syscalls on a descriptor we own and close.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return None;
         }
-    })
+        let mut cookie = 0u64;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (rc == 0).then_some(cookie)
+    }
 }

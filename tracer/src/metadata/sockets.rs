@@ -10,6 +10,8 @@ use std::{
     path::Path,
 };
 
+use crate::kernel::privileges::{CAP_SYS_PTRACE, Capabilities};
+
 /// A process holding a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketOwner {
@@ -28,6 +30,7 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         return found;
     }
     let cgroup_root = crate::kernel::mount::cgroup2_mount();
+    let mut unreadable = 0;
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -36,15 +39,24 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
         else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-            continue;
+        let fds = match fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                unreadable += usize::from(e.kind() == std::io::ErrorKind::PermissionDenied);
+                continue;
+            }
         };
         let mut owner = None;
+        let mut denied = false;
         for fd in fds.flatten() {
-            let Some(inode) = fs::read_link(fd.path())
-                .ok()
-                .and_then(|target| socket_inode(&target.to_string_lossy()))
-            else {
+            let target = match fs::read_link(fd.path()) {
+                Ok(target) => target,
+                Err(e) => {
+                    denied |= e.kind() == std::io::ErrorKind::PermissionDenied;
+                    continue;
+                }
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
             if !inodes.contains(&inode) || found.contains_key(&inode) {
@@ -54,9 +66,22 @@ pub fn owners(inodes: &HashSet<u64>) -> HashMap<u64, SocketOwner> {
                 owner.get_or_insert_with(|| process(&entry.path(), pid, cgroup_root.as_deref()));
             found.insert(inode, owner.clone());
         }
+        unreadable += usize::from(denied);
         if found.len() == inodes.len() {
             break;
         }
+    }
+    if unreadable > 0 && found.len() < inodes.len() {
+        let why = if Capabilities::current().has(&CAP_SYS_PTRACE) {
+            "refused even with CAP_SYS_PTRACE: a security module, or another user namespace"
+        } else {
+            "needs CAP_SYS_PTRACE"
+        };
+        tracing::warn!(
+            "owners of {} sockets open before start are unknown until their first send or receive: \
+             /proc/PID/fd of {unreadable} processes could not be read ({why})",
+            inodes.len() - found.len()
+        );
     }
     found
 }

@@ -113,12 +113,17 @@ pub struct Probes {
     pub cgroup_ids: Vec<u32>,
     /// A DNS capture (cgroup_skb or device tracepoint) is attached.
     pub dns_capture: bool,
+    /// Where DNS answers come from: this kernel's source, or the devices
+    /// when the cgroup program could not attach.
+    pub dns_source: DnsSource,
 }
 
 /// The cgroup_skb egress program (HTTP peek; packet activity and resets on older kernels).
 pub const EGRESS: &str = "ct_egress";
 /// The cgroup_skb ingress program (DNS; packet activity on older kernels).
 pub const INGRESS: &str = "ct_ingress";
+/// DNS answers at the receiving device (`net:netif_receive_skb`).
+const DNS_DEVICES: &str = "ct_dns_dev";
 
 /// What is lost without the egress program on this kernel.
 fn egress_cost(modes: &Modes, http_peek: bool) -> String {
@@ -136,10 +141,14 @@ fn egress_cost(modes: &Modes, http_peek: bool) -> String {
 }
 
 /// What is lost without the ingress program on this kernel.
-fn ingress_cost(modes: &Modes, dns_capture: bool) -> String {
+fn ingress_cost(modes: &Modes, dns_capture: bool, dns_devices: bool) -> String {
     let mut lost = Vec::new();
     if dns_capture && modes.dns == DnsSource::CgroupSkb {
-        lost.push("no DNS answers, no dns_stale cause");
+        lost.push(if dns_devices {
+            "DNS answers are taken at the receiving device instead (net:netif_receive_skb)"
+        } else {
+            "no DNS answers, no dns_stale cause"
+        });
     }
     if modes.activity == ActivitySource::Packets {
         lost.push("no receives counted (no idle times)");
@@ -197,6 +206,7 @@ impl Probes {
         let mut failed = Vec::new();
         let mut cgroup_ids = Vec::new();
         let mut dns_capture = options.dns_capture && modes.dns == DnsSource::Devices;
+        let dns_devices = setup.available.iter().find(|s| s.program == DNS_DEVICES);
         let optional = [
             (
                 modes.needs_egress(options.http_peek),
@@ -208,7 +218,7 @@ impl Probes {
                 modes.needs_ingress(options.dns_capture),
                 INGRESS,
                 CgroupSkbAttachType::Ingress,
-                ingress_cost(&modes, options.dns_capture),
+                ingress_cost(&modes, options.dns_capture, dns_devices.is_some()),
             ),
         ];
         for (wanted, program, direction, cost) in optional {
@@ -228,12 +238,34 @@ impl Probes {
                 }
             }
         }
+        let mut dns_source = modes.dns;
+        // Without the cgroup program (cgroup v1 only, no CAP_NET_ADMIN) the
+        // devices' tracepoint still sees every answer a namespace receives.
+        if options.dns_capture
+            && modes.dns == DnsSource::CgroupSkb
+            && !dns_capture
+            && let Some(spec) = dns_devices
+        {
+            match attach(&mut ebpf, spec) {
+                Ok(program_id) => {
+                    attached.push(AttachedProbe { spec, program_id });
+                    dns_capture = true;
+                    dns_source = DnsSource::Devices;
+                }
+                Err(e) => tracing::warn!(
+                    "degraded: {} unavailable too ({}); no DNS answers, no dns_stale cause",
+                    spec.tracepoint,
+                    chain(&e)
+                ),
+            }
+        }
         Ok(Self {
             ebpf,
             attached,
             failed,
             cgroup_ids,
             dns_capture,
+            dns_source,
         })
     }
 
@@ -339,7 +371,8 @@ fn attach_cgroup_skb(
     name: &str,
     direction: CgroupSkbAttachType,
 ) -> Result<u32, String> {
-    let root = crate::kernel::mount::cgroup2_mount().ok_or("cgroup v2 is not mounted")?;
+    let root =
+        crate::kernel::mount::cgroup2_mount().ok_or(crate::kernel::mount::CGROUP2_MISSING)?;
     let cgroup = std::fs::File::open(&root).map_err(|e| format!("opening {root}: {e}"))?;
     let program: &mut CgroupSkb = ebpf
         .program_mut(name)

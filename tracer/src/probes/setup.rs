@@ -17,7 +17,10 @@ use crate::kernel::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("required tracepoint {tracepoint} ({program})")]
+    #[error(
+        "cannot trace without the tracepoint {tracepoint} ({program}; `conntracer check` \
+         lists what else this kernel lacks)"
+    )]
     RequiredTracepoint {
         tracepoint: &'static str,
         program: &'static str,

@@ -66,6 +66,10 @@ pub fn start(options: &LoadOptions) -> Result<Tracer, StartError> {
     }
     tracing::info!("feature sources on this kernel: {}", setup.modes);
     let mut probes = Probes::load(&setup, options)?;
+    if probes.dns_source != setup.modes.dns {
+        setup.modes.dns = probes.dns_source;
+        tracing::info!("feature sources now: {}", setup.modes);
+    }
     let reader = EventReader::new(
         probes.take_events()?,
         probes.take_dns_events()?,

@@ -5,6 +5,7 @@
 
 pub mod apiserver;
 pub mod daemon;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod tracer;

@@ -15,6 +15,8 @@ pub struct TraceSession {
     child: Option<Child>,
     out: PathBuf,
     pub program_ids: Vec<u32>,
+    /// Stderr up to the attach line (warnings about what is degraded).
+    pub startup_log: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -57,6 +59,7 @@ impl TraceSession {
             child: Some(child),
             out,
             program_ids: Vec::new(),
+            startup_log: Vec::new(),
             stderr: rx,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -65,6 +68,7 @@ impl TraceSession {
                 .stderr
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("conntracer did not report attached probes within 60 s");
+            session.startup_log.push(line.clone());
             if let Some(ids) = line.split("program ids ").nth(1) {
                 session.program_ids = ids
                     .split(')')

@@ -57,6 +57,9 @@ impl Stage {
             &[
                 lab.conntracer.to_str().unwrap(),
                 "daemon",
+                // Scenarios may run next to a daemon of `cargo xtask run`.
+                "--lock-file",
+                "none",
                 "--listen",
                 &listen,
                 "--reuse-event-min-idle",

@@ -3,6 +3,7 @@
 
 pub mod filter;
 pub mod record;
+pub mod sink;
 pub mod table;
 
 use std::io::{self, Write};
@@ -19,6 +20,7 @@ use crate::{
 };
 pub use filter::Filter;
 use record::{RecordBuilder, TraceRecord};
+use sink::Sink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -32,14 +34,23 @@ pub struct Printer {
     builder: RecordBuilder,
     filter: Filter,
     records: Vec<TraceRecord>,
-    out: io::BufWriter<Box<dyn Write>>,
+    out: Box<dyn Sink>,
+    /// One drain's records, written at once.
+    batch: Vec<u8>,
+    /// Records written so far (for the message when writing fails).
+    written: u64,
     format: Format,
     header_done: bool,
 }
 
 impl Printer {
     pub fn stdout(format: Format, filter: Filter, reset_reasons: ResetReasons) -> Self {
-        Self::new(Box::new(io::stdout()), format, filter, reset_reasons)
+        Self::with_sink(
+            Box::new(sink::Stdout::open()),
+            format,
+            filter,
+            reset_reasons,
+        )
     }
 
     pub fn new(
@@ -48,28 +59,39 @@ impl Printer {
         filter: Filter,
         reset_reasons: ResetReasons,
     ) -> Self {
+        Self::with_sink(Box::new(sink::Plain(out)), format, filter, reset_reasons)
+    }
+
+    fn with_sink(
+        out: Box<dyn Sink>,
+        format: Format,
+        filter: Filter,
+        reset_reasons: ResetReasons,
+    ) -> Self {
         Self {
             builder: RecordBuilder::new(reset_reasons),
             filter,
             records: Vec::new(),
-            out: io::BufWriter::new(out),
+            out,
+            batch: Vec::new(),
+            written: 0,
             format,
             header_done: false,
         }
     }
 
-    fn write(&mut self, record: &TraceRecord) -> io::Result<()> {
+    fn render(&mut self, record: &TraceRecord) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut self.out, record).map_err(io::Error::from)?;
-                self.out.write_all(b"\n")
+                serde_json::to_writer(&mut self.batch, record).map_err(io::Error::from)?;
+                self.batch.write_all(b"\n")
             }
             Format::Table => {
                 if !self.header_done {
                     self.header_done = true;
-                    writeln!(self.out, "{}", table::HEADER)?;
+                    writeln!(self.batch, "{}", table::HEADER)?;
                 }
-                writeln!(self.out, "{}", table::line(record))
+                writeln!(self.batch, "{}", table::line(record))
             }
         }
     }
@@ -101,21 +123,34 @@ impl Output for Printer {
     /// reader is gone (e.g. piped into `head`).
     fn drained(&mut self, _state: &State<'_>) -> io::Result<Flow> {
         let mut records = std::mem::take(&mut self.records);
-        let mut result = Ok(());
+        let mut rendered = 0;
         for record in &records {
             if self.filter.matches(record) {
-                result = self.write(record);
-                if result.is_err() {
-                    break;
-                }
+                self.render(record)?;
+                rendered += 1;
             }
         }
         records.clear();
         self.records = records;
-        match result.and_then(|()| self.out.flush()) {
-            Ok(()) => Ok(Flow::Continue),
+        if self.batch.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let result = self.out.write_batch(&self.batch);
+        self.batch.clear();
+        match result {
+            Ok(()) => {
+                self.written += rendered;
+                Ok(Flow::Continue)
+            }
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
-            Err(e) => Err(e),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot write the trace to stdout ({e}); stopped: the {} records written before are complete \
+                     (free space or write elsewhere)",
+                    self.written
+                ),
+            )),
         }
     }
 }
