@@ -18,7 +18,14 @@ impl Daemon {
     pub fn start(args: &[&str]) -> Self {
         let addr = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_conntracer"))
-            .args(["daemon", "--listen", &addr.to_string()])
+            // Several daemons run at once in the tests.
+            .args([
+                "daemon",
+                "--lock-file",
+                "none",
+                "--listen",
+                &addr.to_string(),
+            ])
             .args(args)
             .env("CONNTRACER_LOG", "warn")
             .stdout(Stdio::null())

@@ -63,7 +63,11 @@ impl Running {
                 ct,
                 vec!["trace", "--output", "json", "--namespace", namespace],
             ),
-            Tracer::Daemon => (ct, vec!["daemon", "--listen", DAEMON]),
+            // Not the node's lock: a daemon already running there stays.
+            Tracer::Daemon => (
+                ct,
+                vec!["daemon", "--lock-file", "none", "--listen", DAEMON],
+            ),
             Tracer::Tcplife => ("tcplife", vec![]),
             Tracer::Tcpstates => ("tcpstates", vec![]),
             Tracer::Bpftrace => (

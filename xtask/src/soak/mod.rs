@@ -58,6 +58,13 @@ struct Sample {
     churn_per_second: f64,
 }
 
+/// Set by SIGINT: the soak stops early and still tears everything down.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
 /// Runs the soak; returns whether every check held. `record`: write the
 /// results under bench/results/ (the long run), else under target/lab/soak.
 pub fn run(seconds: u64, record: bool) -> Result<bool> {
@@ -65,6 +72,8 @@ pub fn run(seconds: u64, record: bool) -> Result<bool> {
         bail!("a soak needs at least 40 s (two samples on each side of the restart)");
     }
     crate::build_release()?;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let lab = Lab::prepare(false)?;
     let workspace = lab
         .root
@@ -345,6 +354,9 @@ impl Soak {
         let mut dns_changes = 0u32;
         let mut restarted = false;
         while started.elapsed() < total {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                bail!("interrupted (SIGINT) after {:.0} s", started.elapsed().as_secs_f64());
+            }
             std::thread::sleep(Duration::from_millis(100));
             let now = Instant::now();
             if now >= next_dns_change {
