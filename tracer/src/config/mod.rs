@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use crate::{
     analysis::{AnalysisConfig, direction::DirectionClassifier, proxy::ProxyMatcher},
-    output::http::HttpLimits,
     probes::LoadOptions,
     units::serde_duration_opt,
 };
@@ -128,6 +127,29 @@ pub enum Identity {
         kubeconfig: Option<PathBuf>,
         node: String,
     },
+}
+
+/// What the daemon allows each HTTP client, so that slow, idle, oversized
+/// or garbage clients cannot starve scrapes or grow memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once. A new one past that closes the oldest
+    /// connection not in a request (idle, or still sending its head), or,
+    /// if every one is in a request, is itself closed.
+    pub max_connections: usize,
+    /// A connection must send a whole request head within this long of
+    /// opening, or of its previous response (the keep-alive idle timeout);
+    /// else it is closed. A byte-a-second (slowloris) client is closed too.
+    pub timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Everything a session needs, resolved.

@@ -32,6 +32,7 @@ use tokio::{
 };
 
 use super::{findings::FindingsReport, metrics::Metrics};
+pub use crate::config::HttpLimits;
 use crate::{
     analysis::findings::Scope,
     session::{Health, Query},
@@ -116,29 +117,6 @@ async fn findings(State(e): State<Endpoints>, UrlQuery(q): UrlQuery<FindingsPara
     match answer.await {
         Ok(findings) => Json(FindingsReport::now(findings)).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the session has ended\n").into_response(),
-    }
-}
-
-/// What the daemon allows each HTTP client, so that slow, idle, oversized
-/// or garbage clients cannot starve scrapes or grow memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Connections served at once. A new one past that closes the oldest
-    /// connection not in a request (idle, or still sending its head), or,
-    /// if every one is in a request, is itself closed.
-    pub max_connections: usize,
-    /// A connection must send a whole request head within this long of
-    /// opening, or of its previous response (the keep-alive idle timeout);
-    /// else it is closed. A byte-a-second (slowloris) client is closed too.
-    pub timeout: Duration,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 512,
-            timeout: Duration::from_secs(10),
-        }
     }
 }
 
