@@ -6,6 +6,7 @@
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -61,6 +62,27 @@ enum Cmd {
         /// (5.10, 6.1, 6.12 or all; repeatable).
         #[arg(long = "kernel")]
         kernels: Vec<String>,
+    },
+    /// libFuzzer on the parsers of untrusted input (DNS answers, the HTTP
+    /// status line, kernel records, config files, tracepoint formats).
+    Fuzz {
+        /// One target (default: all, one after the other).
+        #[arg(long)]
+        target: Option<String>,
+        /// Stop each target after this many inputs.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Stop each target after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Write the figures to bench/results/fuzz.{json,md}.
+        #[arg(long)]
+        report: bool,
+        /// Regenerate the seed corpora (tracer/fuzz/corpus/) from a real
+        /// dnsmasq and Envoy, the recorded kernels' formats, and the tests'
+        /// config files; then stop.
+        #[arg(long)]
+        record_corpus: bool,
     },
     /// Debian cloud kernels under qemu, the host's root shared read-only.
     Vm {
@@ -141,6 +163,27 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{failed} deploy checks failed");
             }
             Ok(())
+        }
+        Cmd::Fuzz {
+            record_corpus: true,
+            ..
+        } => {
+            setup::test_prerequisites()?;
+            fuzz::record_corpus()
+        }
+        Cmd::Fuzz {
+            target,
+            runs,
+            seconds,
+            report,
+            ..
+        } => {
+            setup::build_prerequisites()?;
+            fuzz::run(&fuzz::Options {
+                target,
+                budget: fuzz::Budget { runs, seconds },
+                report,
+            })
         }
         Cmd::Test { no_lint, kernels } if kernels.is_empty() => test::all(!no_lint),
         Cmd::Test { kernels, .. } => vm::matrix::run(&vm::matrix::series(&kernels)?),
