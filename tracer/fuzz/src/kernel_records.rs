@@ -110,7 +110,10 @@ fn decoded_within_bounds(raw: &ConnEvent, clock: &Clock) {
         assert_eq!(reset.reason.is_some(), raw.has_reason != 0);
         assert_eq!(reset.inferred, raw.has_reason == REASON_INFERRED);
     }
-    assert_eq!(event.http_status.is_some(), event.kind == EventKind::HttpStatus);
+    assert_eq!(
+        event.http_status.is_some(),
+        event.kind == EventKind::HttpStatus
+    );
     if let Some(status) = event.http_status {
         assert_eq!(u32::from(status), raw.http_status, "status kept whole");
     }

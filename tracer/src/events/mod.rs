@@ -326,7 +326,8 @@ mod tests {
             .collect();
         assert!(!statuses.is_empty(), "the input holds an HttpStatus record");
         for (status, error) in statuses {
-            let expected = (!HTTP_STATUS_RANGE.contains(&status)).then_some(DecodeError::HttpStatus(status));
+            let expected =
+                (!HTTP_STATUS_RANGE.contains(&status)).then_some(DecodeError::HttpStatus(status));
             assert_eq!(error, expected);
         }
         let mut ev = raw(EventKind::HttpStatus, AF_INET);

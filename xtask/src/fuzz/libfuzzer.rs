@@ -115,7 +115,10 @@ pub fn run(bins: &Path, target: &str, budget: &Budget, keep_corpus: bool) -> Res
         .arg(format!("-max_len={}", max_len(target)))
         .args(["-print_final_stats=1", "-timeout=10"])
         .args(["-rss_limit_mb=2048", "-print_pcs=0"])
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1:symbolize=1")
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=1:symbolize=1",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(runs) = budget.runs {
@@ -149,9 +152,10 @@ pub fn run(bins: &Path, target: &str, budget: &Budget, keep_corpus: bool) -> Res
     stats.seconds = start.elapsed().as_secs_f64();
     std::fs::write(&log, log_lines.join("\n"))?;
     if !status.success() && stats.crashes.is_empty() {
-        stats
-            .crashes
-            .push(format!("exit {status}, no input saved (see {})", log.display()));
+        stats.crashes.push(format!(
+            "exit {status}, no input saved (see {})",
+            log.display()
+        ));
     }
     Ok(stats)
 }

@@ -50,7 +50,10 @@ pub fn run(options: &Options) -> Result<()> {
         }
     }
     if !crashed.is_empty() {
-        bail!("crashes in {}: see target/fuzz/artifacts/", crashed.join(", "));
+        bail!(
+            "crashes in {}: see target/fuzz/artifacts/",
+            crashed.join(", ")
+        );
     }
     Ok(())
 }

@@ -115,8 +115,14 @@ fn configs() -> Vec<(String, Vec<u8>)> {
              drain_interval = \"50ms\"\nhttp_peek = true\ndns = true\n\
              kubeconfig = \"/root/.kube/config\"\nkubernetes = true\nnode_name = \"node-1\"\n",
         ),
-        ("ipv6-pod.toml", "listen = \"fd00::7:9477\"\nkubernetes = false\n"),
-        ("fractional.toml", "attribution_window = 1.5\ndrain_interval = 0.05\n"),
+        (
+            "ipv6-pod.toml",
+            "listen = \"fd00::7:9477\"\nkubernetes = false\n",
+        ),
+        (
+            "fractional.toml",
+            "attribution_window = 1.5\ndrain_interval = 0.05\n",
+        ),
         ("unknown-key.toml", "listn = \"127.0.0.1:1\"\n"),
         ("bad-duration.toml", "attribution_window = \"soon\"\n"),
         ("bad-cidr.toml", "cluster_cidrs = [\"10.0.0.0/33\"]\n"),

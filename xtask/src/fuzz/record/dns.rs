@@ -43,12 +43,24 @@ pub fn record() -> Result<Vec<(String, Vec<u8>)>> {
     )?;
     let port = free_port()?;
     let child = Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--pid-file="])
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+        ])
         .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
         .arg(format!("--port={port}"))
-        .args(["--no-resolv", "--no-hosts", "--user=root", "--local=/fuzz.example/"])
+        .args([
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--local=/fuzz.example/",
+        ])
         .arg(format!("--addn-hosts={}", hosts.display()))
-        .args(["--local-ttl=30", "--cname=www.fuzz.example,api.fuzz.example"])
+        .args([
+            "--local-ttl=30",
+            "--cname=www.fuzz.example,api.fuzz.example",
+        ])
         .args(["--host-record=v6.fuzz.example,fd00::7"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -61,7 +73,10 @@ pub fn record() -> Result<Vec<(String, Vec<u8>)>> {
         let answer = ask_udp(&server, name, *qtype)?;
         seeds.push((format!("{file}.bin"), answer));
     }
-    seeds.push(("tcp-a-api.bin".to_owned(), ask_tcp(&server, "api.fuzz.example", 1)?));
+    seeds.push((
+        "tcp-a-api.bin".to_owned(),
+        ask_tcp(&server, "api.fuzz.example", 1)?,
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(seeds)
 }

@@ -38,7 +38,10 @@ pub fn record() -> Result<Vec<(String, Vec<u8>)>> {
     let dir = std::env::temp_dir().join(format!("conntracer-fuzz-envoy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("envoy.yaml");
-    std::fs::write(&config, envoy_config(listen_port, upstream_port, refused_port))?;
+    std::fs::write(
+        &config,
+        envoy_config(listen_port, upstream_port, refused_port),
+    )?;
     let child = Command::new(crate::lab::envoy_binary()?)
         .arg("-c")
         .arg(&config)

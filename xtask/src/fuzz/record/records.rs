@@ -72,7 +72,9 @@ fn life(family: u16) -> Vec<ConnEvent> {
             e.state.stats.last_send_ns = 55 * SEC;
             e.state.stats.requests = 2;
         }),
-        at(EventKind::HttpStatus, 55 * SEC + 1_000, &|e| e.http_status = 503),
+        at(EventKind::HttpStatus, 55 * SEC + 1_000, &|e| {
+            e.http_status = 503
+        }),
         at(EventKind::Reset, 55 * SEC + 500_000, &|e| {
             e.reset_side = ResetSide::Received as u8;
             e.state.stats.flags |= flags::RST_IN;
@@ -119,9 +121,6 @@ fn bytes<T: Copy>(record: &T) -> &[u8] {
     // SAFETY: the records are #[repr(C)] plain old data without padding
     // holes left uninitialised (every padding is an explicit field).
     unsafe {
-        std::slice::from_raw_parts(
-            (record as *const T).cast::<u8>(),
-            std::mem::size_of::<T>(),
-        )
+        std::slice::from_raw_parts((record as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
 }
