@@ -110,6 +110,10 @@ enum VmCmd {
 }
 
 fn main() -> ExitCode {
+    // The fuzz build runs us as its rustc wrapper.
+    if let Some(code) = fuzz::rustc_wrapper() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

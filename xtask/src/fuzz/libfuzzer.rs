@@ -1,7 +1,7 @@
 //! Running one target and reading what libFuzzer prints.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
     time::Instant,
@@ -117,7 +117,7 @@ pub fn run(bins: &Path, target: &str, budget: &Budget, keep_corpus: bool) -> Res
         .args(["-rss_limit_mb=2048", "-print_pcs=0"])
         .env(
             "ASAN_OPTIONS",
-            "detect_leaks=1:abort_on_error=1:symbolize=1",
+            "detect_leaks=1:abort_on_error=1:symbolize=1:detect_stack_use_after_return=0",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -137,20 +137,20 @@ pub fn run(bins: &Path, target: &str, budget: &Budget, keep_corpus: bool) -> Res
         seeds,
         ..Stats::default()
     };
+    // Everything libFuzzer says, as it says it (progress lines included).
     let log = fuzz_dir.join(format!("{target}.log"));
-    let mut log_lines = Vec::new();
+    let mut log_file = std::fs::File::create(&log)?;
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line?;
         stats.read(&line);
+        writeln!(log_file, "{line}")?;
         // Crashes are worth seeing whole; progress lines only in the log.
         if !line.starts_with('#') && !line.starts_with("INFO:") {
             eprintln!("  {line}");
         }
-        log_lines.push(line);
     }
     let status = child.wait()?;
     stats.seconds = start.elapsed().as_secs_f64();
-    std::fs::write(&log, log_lines.join("\n"))?;
     if !status.success() && stats.crashes.is_empty() {
         stats.crashes.push(format!(
             "exit {status}, no input saved (see {})",

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
+pub use build::rustc_wrapper;
 pub use libfuzzer::Budget;
 
 /// Every target: one per parser of untrusted input.
