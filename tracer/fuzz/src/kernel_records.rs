@@ -12,7 +12,7 @@ use tracer::{
     analysis::AnalysisConfig,
     events::{Clock, Event, Family},
     kernel::reset_reasons::ResetReasons,
-    metadata::{PodName, PodSource, Pods, addresses::NetnsAddresses},
+    metadata::{PodName, PodSource, Pods, addresses::NetnsAddresses, cookies::NetnsCookies},
     pipeline::Pipeline,
     probes::reader::{decode, decode_dns},
 };
@@ -20,6 +20,8 @@ use tracer_common::{
     event::{ConnEvent, DnsEvent, EventKind, REASON_INFERRED},
     tcp::AF_INET6,
 };
+
+const READ_NS: u64 = 86_400_000_000_000;
 
 /// Names no namespace: the fuzzer must not depend on the machine's.
 struct NoPods;
@@ -42,7 +44,10 @@ pub fn check(data: &[u8]) {
         ResetReasons::default(),
     );
     pipeline.clock = clock;
-    // Namespace addresses given, not scanned from this machine.
+    // Namespace cookies and addresses given, not scanned from this machine
+    // (a scan enters every namespace: the daemon does it rarely, an input
+    // with an unknown cookie would do it every time).
+    pipeline.cookies = NetnsCookies::from_map(HashMap::from([(4096, 4_026_532_100)]));
     pipeline.addresses = NetnsAddresses::from_map(HashMap::from([(
         4_026_532_100,
         HashSet::from([
@@ -51,7 +56,9 @@ pub fn check(data: &[u8]) {
         ]),
     )]));
     let mut observations = Vec::new();
-    let mut now = 0u64;
+    // Records are read on the monotonic clock of a machine up for a day
+    // (the daemon's `now` is never near u64::MAX; a record's time may be
+    // anything).
     if ring % 2 == 0 {
         for bytes in records.chunks(ConnEvent::SIZE) {
             let Some(raw) = decode(bytes) else {
@@ -59,8 +66,7 @@ pub fn check(data: &[u8]) {
                 continue;
             };
             decoded_within_bounds(&raw, &clock);
-            now = now.max(raw.ts_ns);
-            pipeline.process(&raw, now, &mut observations, None);
+            pipeline.process(&raw, READ_NS, &mut observations, None);
         }
     } else {
         for bytes in records.chunks(DnsEvent::SIZE) {
@@ -68,12 +74,11 @@ pub fn check(data: &[u8]) {
                 assert!(bytes.len() < DnsEvent::SIZE, "a whole record decodes");
                 continue;
             };
-            now = now.max(raw.ts_ns);
             pipeline.process_dns(&raw, &mut observations);
         }
     }
     // Time passes: whatever settled is decided.
-    pipeline.tick(now.saturating_add(10_000_000_000), &mut observations);
+    pipeline.tick(READ_NS + 10_000_000_000, &mut observations);
 }
 
 /// What `Event::decode` makes of a record matches the record, field by field.

@@ -24,8 +24,8 @@ const RUSTFLAGS: &[&str] = &[
 /// SanitizerCoverage as libFuzzer wants it (inline 8-bit counters, the PC
 /// table, comparison tracing), only for the crates that parse: libFuzzer
 /// scans every counter after each input, and instrumenting the whole
-/// dependency tree (Kubernetes client, HTTP server) made that scan most of
-/// the work and the targets five times slower.
+/// dependency tree (Kubernetes client, HTTP server) made that scan the
+/// largest cost per input and bloated the features with unreachable code.
 const COVERAGE: &[&str] = &[
     "-Cpasses=sancov-module",
     "-Cllvm-args=-sanitizer-coverage-level=4",
