@@ -83,6 +83,9 @@ enum Cmd {
         /// config files; then stop.
         #[arg(long)]
         record_corpus: bool,
+        /// The short run `cargo xtask test` makes (each target 10 s over its seeds).
+        #[arg(long)]
+        ci: bool,
     },
     /// Debian cloud kernels under qemu, the host's root shared read-only.
     Vm {
@@ -174,6 +177,15 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             setup::test_prerequisites()?;
             fuzz::record_corpus()
+        }
+        Cmd::Fuzz { ci: true, .. } => {
+            setup::build_prerequisites()?;
+            let (passed, failed) = fuzz::ci()?;
+            println!("fuzz: {passed} targets passed, {failed} crashed");
+            if failed > 0 {
+                bail!("{failed} fuzz targets crashed");
+            }
+            Ok(())
         }
         Cmd::Fuzz {
             target,
