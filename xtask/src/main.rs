@@ -83,6 +83,10 @@ enum Cmd {
         /// config files; then stop.
         #[arg(long)]
         record_corpus: bool,
+        /// Write the report of a run stopped before it could, from its log
+        /// (target/fuzz/TARGET.log).
+        #[arg(long)]
+        report_from_log: bool,
         /// The short run `cargo xtask test` makes (each target 10 s over its seeds).
         #[arg(long)]
         ci: bool,
@@ -178,6 +182,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::test_prerequisites()?;
             fuzz::record_corpus()
         }
+        Cmd::Fuzz {
+            report_from_log: true,
+            target,
+            ..
+        } => fuzz::report_from_log(target.as_deref()),
         Cmd::Fuzz { ci: true, .. } => {
             setup::build_prerequisites()?;
             let (passed, failed) = fuzz::ci()?;

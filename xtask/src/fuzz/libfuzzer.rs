@@ -38,6 +38,9 @@ pub struct Stats {
     pub peak_rss_mb: u64,
     /// Inputs libFuzzer saved as crashes, leaks or timeouts.
     pub crashes: Vec<String>,
+    /// Stopped before its budget (Ctrl-C, or read back from a cut log).
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl Stats {
@@ -72,12 +75,17 @@ impl Stats {
                 "peak_rss_mb" => self.peak_rss_mb = value,
                 _ => {}
             }
-        } else if line.starts_with('#') {
+        } else if let Some(progress) = line.strip_prefix('#') {
             // `#4096  pulse  cov: 312 ft: 1024 corp: 40/2Kb exec/s: ... rss: ...`
-            let mut words = line.split_whitespace();
+            // (the final `stat::` lines, when there are some, say it last).
+            let mut words = progress.split_whitespace();
+            if let Some(Ok(n)) = words.next().map(str::parse) {
+                self.executions = self.executions.max(n);
+            }
             while let Some(word) = words.next() {
                 let value = || words.clone().next().unwrap_or("");
                 match word {
+                    "exec/s:" => self.exec_per_sec = value().parse().unwrap_or(self.exec_per_sec),
                     "cov:" => self.coverage = value().parse().unwrap_or(self.coverage),
                     "ft:" => self.features = value().parse().unwrap_or(self.features),
                     "corp:" => {
@@ -87,6 +95,8 @@ impl Stats {
                     _ => {}
                 }
             }
+        } else if line.contains("libFuzzer: run interrupted") {
+            self.interrupted = true;
         } else if let Some(rest) = line.split("Test unit written to ").nth(1) {
             self.crashes.push(rest.trim().to_owned());
         }
@@ -151,7 +161,7 @@ pub fn run(bins: &Path, target: &str, budget: &Budget, keep_corpus: bool) -> Res
     }
     let status = child.wait()?;
     stats.seconds = start.elapsed().as_secs_f64();
-    if !status.success() && stats.crashes.is_empty() {
+    if !status.success() && stats.crashes.is_empty() && !stats.interrupted {
         stats.crashes.push(format!(
             "exit {status}, no input saved (see {})",
             log.display()
@@ -173,6 +183,28 @@ fn max_len(target: &str) -> usize {
         "config_file" => 2048,
         _ => 8192,
     }
+}
+
+/// The figures of a run whose report was not written (stopped at a
+/// deadline), read back from its log, target/fuzz/TARGET.log.
+pub fn from_log(target: &str) -> Result<Stats> {
+    let log = workspace()
+        .join("target/fuzz")
+        .join(format!("{target}.log"));
+    let text =
+        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let mut stats = Stats {
+        target: target.to_owned(),
+        seeds: std::fs::read_dir(corpus_root().join(target))?.count() as u64,
+        ..Stats::default()
+    };
+    for line in text.lines() {
+        stats.read(line);
+    }
+    stats.interrupted |= !text.contains("stat::number_of_executed_units");
+    // libFuzzer's rate is the whole run's average.
+    stats.seconds = stats.executions as f64 / stats.exec_per_sec.max(1) as f64;
+    Ok(stats)
 }
 
 #[cfg(test)]

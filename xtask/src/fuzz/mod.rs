@@ -81,6 +81,16 @@ pub fn ci() -> Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
+/// Writes the report of a run stopped before it could (from its log).
+pub fn report_from_log(target: Option<&str>) -> Result<()> {
+    for target in selected(target)? {
+        let stats = libfuzzer::from_log(target)?;
+        println!("{}", stats.summary());
+        report::record(&stats)?;
+    }
+    Ok(())
+}
+
 /// Regenerates the seed corpora from real traffic and real files.
 pub fn record_corpus() -> Result<()> {
     record::all(&corpus_root())

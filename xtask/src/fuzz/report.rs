@@ -49,10 +49,10 @@ fn markdown(all: &[Stats]) -> String {
             s.coverage,
             s.features,
             s.peak_rss_mb,
-            if s.crashes.is_empty() {
-                "none".to_owned()
-            } else {
-                s.crashes.join(", ")
+            match (s.crashes.is_empty(), s.interrupted) {
+                (true, false) => "none".to_owned(),
+                (true, true) => "none (stopped at the time limit)".to_owned(),
+                (false, _) => s.crashes.join(", "),
             },
         ));
     }
