@@ -10,6 +10,7 @@
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod http;
 pub mod seed;
 pub mod tcp;
 

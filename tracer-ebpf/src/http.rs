@@ -5,15 +5,16 @@
 //! costs a few loads and returns.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
-use tracer_common::{event::EventKind, tcp::AF_INET};
+use tracer_common::{
+    event::EventKind,
+    http::{STATUS_LINE_PREFIX, status_code},
+    tcp::AF_INET,
+};
 
 use crate::{
     emit::{self, Detail},
     maps::scratch,
 };
-
-/// Status lines look like `HTTP/1.1 503 Service Unavailable`.
-const STATUS_LINE_PREFIX: usize = 12;
 
 /// A TCP segment whose payload starts at `payload`.
 #[inline(always)]
@@ -24,19 +25,9 @@ pub fn on_egress(ctx: &SkBuffContext, family: u16, payload: usize) {
     let Ok(head) = ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload) else {
         return;
     };
-    if &head[..7] != b"HTTP/1." || head[8] != b' ' {
-        return;
+    if status_code(&head) == Some(503) {
+        report(ctx, family, 503);
     }
-    let status = digit(head[9]) * 100 + digit(head[10]) * 10 + digit(head[11]);
-    if status != 503 {
-        return;
-    }
-    report(ctx, family, status);
-}
-
-#[inline(always)]
-fn digit(b: u8) -> u32 {
-    b.wrapping_sub(b'0') as u32
 }
 
 /// Addresses and ports come from the socket, as its connection's tuple has

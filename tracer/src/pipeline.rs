@@ -21,7 +21,8 @@ pub type EventTap<'a> = &'a mut dyn FnMut(&Event, &Applied, &PodName);
 /// Records and payloads the pipeline could not use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Skipped {
-    /// Records of a kind this build does not know (a build mismatch).
+    /// Records this build cannot read: an unknown kind, an impossible HTTP
+    /// status (a build mismatch).
     pub unknown_kind: u64,
     /// DNS payloads that did not parse (malformed or hostile).
     pub dns_malformed: u64,

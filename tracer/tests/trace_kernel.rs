@@ -876,3 +876,58 @@ fn dns_answers_and_a_change_are_seen_in_the_receiving_pod() {
         (Some(30), Some("NoError"), Some(false))
     );
 }
+
+/// The egress peek (the status-line matcher shared with userspace in
+/// tracer-common, fuzzed in tracer/fuzz/) reports a proxy's real 503 and
+/// nothing for bytes that only look like one: `HTTP/1.1 4:3` once counted
+/// as 503 (4·100 + 10·10 + 3 with non-digits read as digits).
+#[test]
+fn http_503_peek_reports_only_real_status_lines() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let server_ip = pair.server_v4;
+    // The proxy: a listener and its connections in a thread named `envoy`.
+    let listener = listen_as(&pair, "envoy", server_ip);
+    let heads: [&[u8]; 3] = [
+        b"HTTP/1.1 4:3 Not a status\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+    ];
+    let proxy = pair.server.spawn("envoy", move || {
+        for head in heads {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 4];
+            conn.read_exact(&mut request).expect("request");
+            conn.write_all(head).expect("response");
+        }
+    });
+    for _ in heads {
+        let mut client = connect(&pair, SocketAddr::new(server_ip, PORT)).unwrap();
+        client.write_all(b"GET ").unwrap();
+        let mut response = Vec::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 128];
+        while !response.ends_with(b"\r\n\r\n") {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "response cut short");
+            response.extend_from_slice(&buf[..n]);
+        }
+    }
+    proxy.join().expect("proxy thread");
+    trace.wait_for("the 503", |ev| !select(ev, "http_503", |_| true).is_empty());
+    // Longer than the attribution window: a second (false) 503 would be out.
+    thread::sleep(Duration::from_secs(2));
+    let events = trace.stop();
+    let seen = select(&events, "http_503", |_| true);
+    assert_eq!(seen.len(), 1, "one real 503:\n{}", dump(&events));
+    assert_eq!(seen[0]["status"], 503);
+}
+
+fn listen_as(pair: &PodPair, comm: &str, ip: IpAddr) -> TcpListener {
+    pair.server.run(comm, move || {
+        TcpListener::bind(SocketAddr::new(ip, PORT)).expect("bind")
+    })
+}

@@ -6,6 +6,7 @@
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod lab;
 mod setup;
 mod soak;
@@ -67,6 +68,34 @@ enum Cmd {
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
+    /// libFuzzer on the parsers of untrusted input (DNS answers, the HTTP
+    /// status line, kernel records, config files, tracepoint formats).
+    Fuzz {
+        /// One target (default: all, one after the other).
+        #[arg(long)]
+        target: Option<String>,
+        /// Stop each target after this many inputs.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Stop each target after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Write the figures to bench/results/fuzz.{json,md}.
+        #[arg(long)]
+        report: bool,
+        /// Regenerate the seed corpora (tracer/fuzz/corpus/) from a real
+        /// dnsmasq and Envoy, the recorded kernels' formats, and the tests'
+        /// config files; then stop.
+        #[arg(long)]
+        record_corpus: bool,
+        /// Write the report of a run stopped before it could, from its log
+        /// (target/fuzz/TARGET.log).
+        #[arg(long)]
+        report_from_log: bool,
+        /// The short run `cargo xtask test` makes (each target 10 s over its seeds).
+        #[arg(long)]
+        ci: bool,
+    },
     /// Debian cloud kernels under qemu, the host's root shared read-only.
     Vm {
         #[command(subcommand)]
@@ -93,6 +122,10 @@ enum VmCmd {
 }
 
 fn main() -> ExitCode {
+    // The fuzz build runs us as its rustc wrapper.
+    if let Some(code) = fuzz::rustc_wrapper() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -156,6 +189,41 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{failed} deploy checks failed");
             }
             Ok(())
+        }
+        Cmd::Fuzz {
+            record_corpus: true,
+            ..
+        } => {
+            setup::test_prerequisites()?;
+            fuzz::record_corpus()
+        }
+        Cmd::Fuzz {
+            report_from_log: true,
+            target,
+            ..
+        } => fuzz::report_from_log(target.as_deref()),
+        Cmd::Fuzz { ci: true, .. } => {
+            setup::build_prerequisites()?;
+            let (passed, failed) = fuzz::ci()?;
+            println!("fuzz: {passed} targets passed, {failed} crashed");
+            if failed > 0 {
+                bail!("{failed} fuzz targets crashed");
+            }
+            Ok(())
+        }
+        Cmd::Fuzz {
+            target,
+            runs,
+            seconds,
+            report,
+            ..
+        } => {
+            setup::build_prerequisites()?;
+            fuzz::run(&fuzz::Options {
+                target,
+                budget: fuzz::Budget { runs, seconds },
+                report,
+            })
         }
         Cmd::Test { no_lint, kernels } if kernels.is_empty() => test::all(!no_lint),
         Cmd::Test { kernels, .. } => vm::matrix::run(&vm::matrix::series(&kernels)?),

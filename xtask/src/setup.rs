@@ -15,6 +15,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     // promtool checks and unit-tests the alert rules in deploy/.
     ("promtool", "prometheus"),
+    // libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
+    ("g++", "g++"),
 ];
 
 /// What `cargo xtask vm` boots the kernels with (command or file → package).

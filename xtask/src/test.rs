@@ -18,6 +18,16 @@ pub fn all(lint: bool) -> Result<()> {
         cargo(&["fmt", "--all", "--", "--check"])?;
         // Default members here; the eBPF crate is linted for its own target.
         cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        // The fuzz targets are outside the default members.
+        cargo(&[
+            "clippy",
+            "--package",
+            "tracer-fuzz",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
         clippy_ebpf()?;
     }
     // Default members: the eBPF crate only builds for the bpf target (tracer/build.rs).
@@ -44,6 +54,11 @@ pub fn all(lint: bool) -> Result<()> {
     )?;
     totals.passed += forced.passed;
     totals.failed += forced.failed;
+    // Each fuzz target briefly over its seeds: one test each.
+    let (fuzz_passed, fuzz_failed) = crate::fuzz::ci()?;
+    println!("fuzz: {fuzz_passed} targets passed, {fuzz_failed} crashed");
+    totals.passed += fuzz_passed;
+    totals.failed += fuzz_failed;
     if totals.failed > 0 || totals.passed == 0 {
         println!("tests: {} passed, {} failed", totals.passed, totals.failed);
         bail!("{} tests failed, {} passed", totals.failed, totals.passed);

@@ -214,7 +214,11 @@ impl Config {
             Some(path) => read_file(path)?,
             None => Settings::default(),
         };
-        let s = flags.over(from_file).over(mode_defaults);
+        Self::from_settings(flags.over(from_file).over(mode_defaults), env)
+    }
+
+    /// Settings already layered, checked and completed with the defaults.
+    pub fn from_settings(s: Settings, env: &Environment) -> Result<Self, ConfigError> {
         let analysis_defaults = AnalysisConfig::default();
         let probe_defaults = LoadOptions::default();
         let proxy_defaults = ProxyMatcher::default();
@@ -267,7 +271,11 @@ impl Config {
                 ),
             ));
         }
-        let drain_interval = s.drain_interval.unwrap_or(probe_defaults.drain_interval);
+        let drain_interval = representable(
+            "--drain-interval",
+            "drain_interval",
+            s.drain_interval.unwrap_or(probe_defaults.drain_interval),
+        )?;
         if drain_interval.is_zero() {
             return Err(invalid(
                 "--drain-interval",
@@ -275,9 +283,24 @@ impl Config {
                 "must be longer than zero",
             ));
         }
-        let attribution_window = s
-            .attribution_window
-            .unwrap_or(analysis_defaults.attribution_window);
+        let attribution_window = representable(
+            "--attribution-window",
+            "attribution_window",
+            s.attribution_window
+                .unwrap_or(analysis_defaults.attribution_window),
+        )?;
+        let termination_window = representable(
+            "--termination-window",
+            "termination_window",
+            s.termination_window
+                .unwrap_or(analysis_defaults.termination_window),
+        )?;
+        let reuse_event_min_idle = representable(
+            "--reuse-event-min-idle",
+            "reuse_event_min_idle",
+            s.reuse_event_min_idle
+                .unwrap_or(probe_defaults.reuse_event_min_idle),
+        )?;
         if attribution_window.is_zero() {
             return Err(invalid(
                 "--attribution-window",
@@ -325,9 +348,7 @@ impl Config {
                     .map(DirectionClassifier::new)
                     .unwrap_or_default(),
                 attribution_window,
-                termination_window: s
-                    .termination_window
-                    .unwrap_or(analysis_defaults.termination_window),
+                termination_window,
                 peer_cap,
                 pod_cap,
                 findings_cap,
@@ -337,9 +358,7 @@ impl Config {
             probes: LoadOptions {
                 max_connections,
                 ring_bytes,
-                reuse_event_min_idle: s
-                    .reuse_event_min_idle
-                    .unwrap_or(probe_defaults.reuse_event_min_idle),
+                reuse_event_min_idle,
                 drain_interval,
                 http_peek: s.http_peek.unwrap_or(probe_defaults.http_peek),
                 dns_capture: s.dns.unwrap_or(probe_defaults.dns_capture),
@@ -347,6 +366,23 @@ impl Config {
             },
         })
     }
+}
+
+/// Durations travel as u64 nanoseconds (to the programs, in the analysis),
+/// which end after about 584 years; longer ones would wrap to garbage.
+fn representable(
+    flag: &'static str,
+    key: &'static str,
+    duration: Duration,
+) -> Result<Duration, ConfigError> {
+    if u64::try_from(duration.as_nanos()).is_err() {
+        return Err(invalid(
+            flag,
+            key,
+            format!("{duration:?} is too long (at most 584 years)"),
+        ));
+    }
+    Ok(duration)
 }
 
 /// `listen` as a string, with the same forms as the flag.
@@ -364,12 +400,17 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
         path: display.clone(),
         error,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        message: match e.span().and_then(|span| key_at(&text, span.start)) {
+    parse_file(&text, &display)
+}
+
+/// The text of a config file (`path` only names it in errors).
+pub fn parse_file(text: &str, path: &str) -> Result<Settings, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        message: match e.span().and_then(|span| key_at(text, span.start)) {
             Some(key) => format!("key `{key}`: {}", e.message()),
             None => e.to_string().trim_end().to_owned(),
         },
-        path: display,
+        path: path.to_owned(),
     })
 }
 
@@ -451,6 +492,26 @@ mod tests {
             (c.http.max_connections, c.http.timeout),
             (3, Duration::from_secs(2))
         );
+    }
+
+    /// Durations past u64 nanoseconds wrapped silently where they were
+    /// converted (`as_nanos() as u64`): found reviewing the config fuzz
+    /// target's invariant.
+    #[test]
+    fn durations_beyond_u64_nanoseconds_are_rejected() {
+        for text in [
+            "attribution_window = \"1000 years\"\n",
+            "termination_window = 1e12\n",
+            "reuse_event_min_idle = 18446744074\n",
+            "drain_interval = \"600years\"\n",
+        ] {
+            let settings = parse_file(text, "t.toml").unwrap();
+            let err = Config::from_settings(settings, &Environment::default()).unwrap_err();
+            assert!(err.to_string().contains("too long"), "{text}: {err}");
+        }
+        let settings = parse_file("termination_window = \"500 years\"\n", "t.toml").unwrap();
+        let c = Config::from_settings(settings, &Environment::default()).unwrap();
+        assert!(u64::try_from(c.analysis.termination_window.as_nanos()).is_ok());
     }
 
     #[test]

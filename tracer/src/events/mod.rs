@@ -92,11 +92,25 @@ pub struct Event {
 pub enum DecodeError {
     #[error("unknown event kind {0}")]
     Kind(u8),
+    /// The kernel matches three ASCII digits, so anything else is a record
+    /// this build cannot read.
+    #[error("HTTP status {0} out of range")]
+    HttpStatus(u32),
 }
+
+/// What an HTTP status code can be (RFC 9110 §15).
+const HTTP_STATUS_RANGE: std::ops::RangeInclusive<u32> = 100..=599;
 
 impl Event {
     pub fn decode(raw: &ConnEvent, clock: &Clock) -> Result<Self, DecodeError> {
         let kind = EventKind::from_u8(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+        let http_status = match kind {
+            EventKind::HttpStatus if HTTP_STATUS_RANGE.contains(&raw.http_status) => {
+                Some(raw.http_status as u16)
+            }
+            EventKind::HttpStatus => return Err(DecodeError::HttpStatus(raw.http_status)),
+            _ => None,
+        };
         let st = &raw.state;
         let (family, local, remote) = tuple_addresses(&st.tuple);
         let reset = (kind == EventKind::Reset).then(|| Reset {
@@ -132,7 +146,7 @@ impl Event {
             remote,
             tcp_state: raw.tcp_state,
             reset,
-            http_status: (kind == EventKind::HttpStatus).then_some(raw.http_status as u16),
+            http_status,
             stats: st.stats,
         })
     }
@@ -293,5 +307,36 @@ mod tests {
             DecodeError::Kind(99)
         );
         assert_eq!(size_of::<ListenerKey>(), 8);
+    }
+
+    /// Found by the fuzzer (`tracer/fuzz/regressions/kernel_records/`): an
+    /// `HttpStatus` record's u32 status was cut to u16, so 16774647 became
+    /// a "62967". A status outside 100..=599 is a record we cannot read.
+    #[test]
+    fn fuzz_regression_http_status_out_of_range_is_rejected() {
+        let found = include_bytes!(
+            "../../fuzz/regressions/kernel_records/crash-619c79070f3b57c9ad2c286297aa44e180b4926d"
+        );
+        let clock = Clock::calibrate();
+        let statuses: Vec<_> = found[1..]
+            .chunks(ConnEvent::SIZE)
+            .filter_map(decode)
+            .filter(|raw| raw.kind == EventKind::HttpStatus as u8)
+            .map(|raw| (raw.http_status, Event::decode(&raw, &clock).err()))
+            .collect();
+        assert!(!statuses.is_empty(), "the input holds an HttpStatus record");
+        for (status, error) in statuses {
+            let expected =
+                (!HTTP_STATUS_RANGE.contains(&status)).then_some(DecodeError::HttpStatus(status));
+            assert_eq!(error, expected);
+        }
+        let mut ev = raw(EventKind::HttpStatus, AF_INET);
+        ev.http_status = 503;
+        assert_eq!(Event::decode(&ev, &clock).unwrap().http_status, Some(503));
+        ev.http_status = 65_539;
+        assert_eq!(
+            Event::decode(&ev, &clock).unwrap_err(),
+            DecodeError::HttpStatus(65_539)
+        );
     }
 }

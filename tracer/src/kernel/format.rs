@@ -102,6 +102,15 @@ fn parse_c_int(text: &str) -> Result<u64, std::num::ParseIntError> {
     }
 }
 
+/// Field names are C identifiers; anything else is a damaged line.
+fn is_c_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// `field:const void * skaddr;<TAB>offset:8;<TAB>size:8;<TAB>signed:0;`
 fn parse_field(line: &str) -> Option<FormatField> {
     let mut parts = line.split(';').map(str::trim);
@@ -119,7 +128,7 @@ fn parse_field(line: &str) -> Option<FormatField> {
     let split = decl.rfind([' ', '*'])?;
     let raw_name = decl[split + 1..].trim();
     let name = raw_name.split_once('[').map_or(raw_name, |(name, _)| name);
-    if name.is_empty() {
+    if !is_c_identifier(name) {
         return None;
     }
     Some(FormatField {
@@ -127,4 +136,35 @@ fn parse_field(line: &str) -> Option<FormatField> {
         offset: offset?,
         size: size?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzzer (`tracer/fuzz/regressions/tracepoint_format/`):
+    /// a damaged `field:` line gave a field named with control characters
+    /// and blanks, which no lookup could match and which changed when
+    /// written back. Field names are C identifiers, else the line is an error.
+    #[test]
+    fn fuzz_regression_field_names_are_c_identifiers() {
+        let found = include_str!(
+            "../../fuzz/regressions/tracepoint_format/crash-fcceb1590c308152bc7e5992df8dbf951c2c2a8b"
+        );
+        assert!(matches!(
+            TracepointFormat::parse(found),
+            Err(FormatError::MalformedField { .. })
+        ));
+        let good = "name: x\nformat:\n\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+                    \tfield:__u8 saddr_v6[16];\toffset:16;\tsize:16;\tsigned:0;\n";
+        let names: Vec<_> = TracepointFormat::parse(good)
+            .unwrap()
+            .fields
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["skaddr", "saddr_v6"]);
+        let blank = "name: x\nformat:\n\tfield:int a\rb;\toffset:8;\tsize:4;\tsigned:0;\n";
+        assert!(TracepointFormat::parse(blank).is_err());
+    }
 }

