@@ -14,7 +14,8 @@ use std::{
 };
 
 use support::{
-    daemon::{Daemon, raise_fd_limit, scrape, series_per_family},
+    daemon::{Daemon, raise_fd_limit, series_per_family},
+    http::get as scrape,
     http::metric,
     netns::Netns,
     require_root, unique_tag,

@@ -14,7 +14,8 @@ use std::{
 };
 
 use support::{
-    daemon::{Daemon, raise_fd_limit, scrape},
+    daemon::{Daemon, raise_fd_limit},
+    http::get as scrape,
     http::metric,
     netns::Netns,
     require_root, unique_tag,

@@ -8,6 +8,7 @@ mod bench;
 mod deploy;
 mod fuzz;
 mod lab;
+mod procfs;
 mod setup;
 mod soak;
 mod test;

@@ -2,8 +2,7 @@
 //! on drop; its resident memory read from /proc.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -34,7 +33,7 @@ impl Daemon {
             .expect("start conntracer daemon");
         let daemon = Self { child, addr };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while scrape(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
+        while super::http::get(addr, "/readyz").is_none_or(|(code, _)| code != 200) {
             assert!(Instant::now() < deadline, "daemon not ready within 60 s");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -59,7 +58,7 @@ impl Daemon {
 
     /// `/metrics`, answered within the 10 s liveness bound.
     pub fn metrics(&self) -> String {
-        let (code, body) = scrape(self.addr, "/metrics").expect("/metrics not answered");
+        let (code, body) = super::http::get(self.addr, "/metrics").expect("/metrics not answered");
         assert_eq!(code, 200);
         body
     }
@@ -76,27 +75,6 @@ impl Drop for Daemon {
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().unwrap()
-}
-
-/// `GET path` with `Connection: close`: status and body, or `None` when not
-/// answered within 10 s.
-pub fn scrape(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let liveness = Duration::from_secs(10);
-    let mut s = TcpStream::connect_timeout(&addr, liveness).ok()?;
-    s.set_read_timeout(Some(liveness)).ok()?;
-    s.set_write_timeout(Some(liveness)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_owned(),
-    ))
 }
 
 /// Raises this process's open-file limit to its hard limit (the tests hold

@@ -6,9 +6,13 @@ use std::{
     time::Duration,
 };
 
-/// Status and body of `GET path`, or `None` if nothing answers.
+/// Status and body of `GET path` with `Connection: close`, or `None` if
+/// nothing answers within 10 s (a liveness bound, not a timing check).
 pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    let liveness = Duration::from_secs(10);
+    let mut s = TcpStream::connect_timeout(&addr, liveness).ok()?;
+    s.set_read_timeout(Some(liveness)).ok()?;
+    s.set_write_timeout(Some(liveness)).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

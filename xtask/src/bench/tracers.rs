@@ -145,35 +145,14 @@ impl Running {
 
     /// User + system CPU seconds the tracer has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        // After the comm: state is field 3, utime 14 and stime 15 (1-based).
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks(11) + ticks(12)) / hz
+        self.pid()
+            .map_or(0.0, |pid| crate::procfs::cpu_seconds(pid as i32))
     }
 
     /// Resident memory in MiB.
     pub fn rss_mib(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        self.pid()
+            .map_or(0.0, |pid| crate::procfs::rss_mib(pid as i32))
     }
 
     /// Memory the kernel charges for the tracer's BPF maps (fdinfo `memlock`), in MiB.

@@ -4,39 +4,14 @@
 
 use std::process::Command;
 
+pub use crate::procfs::{cpu_seconds, rss_mib};
+
 #[derive(Debug, Default, Clone)]
 pub struct Held {
     /// (program id, run time ns, runs).
     pub programs: Vec<(u32, u64, u64)>,
     /// (map id, map type, max entries).
     pub maps: Vec<(u32, u32, u32)>,
-}
-
-pub fn rss_mib(pid: i32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// User + system CPU seconds.
-pub fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 /// The BPF programs and maps `pid` holds open.
