@@ -310,17 +310,20 @@ impl Probes {
         })
     }
 
-    /// Whether the kernel's socket map still holds `sock`. A lookup from
-    /// userspace does not refresh the LRU; errors other than "not found"
+    /// Whether the kernel's socket map still holds a socket, asked once per
+    /// socket with the map looked up once. A lookup from userspace does not
+    /// refresh the LRU; errors other than "not found" (and a missing map)
     /// answer yes, so nothing is dropped on a failed lookup.
-    pub fn kernel_tracks(&self, sock: u64) -> bool {
-        let Some(map) = self.ebpf.map("SOCKS") else {
-            return true;
-        };
-        let Ok(socks) = HashMap::<_, u64, SockState>::try_from(map) else {
-            return true;
-        };
-        !matches!(socks.get(&sock, 0), Err(MapError::KeyNotFound))
+    pub fn kernel_tracks(&self) -> impl Fn(u64) -> bool + '_ {
+        let socks = self
+            .ebpf
+            .map("SOCKS")
+            .and_then(|map| HashMap::<_, u64, SockState>::try_from(map).ok());
+        move |sock| {
+            socks
+                .as_ref()
+                .is_none_or(|s| !matches!(s.get(&sock, 0), Err(MapError::KeyNotFound)))
+        }
     }
 
     /// The loaded object, for the programs other modules load (`seed`).

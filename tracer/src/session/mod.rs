@@ -227,11 +227,10 @@ impl Session {
         }
         if now_ns >= self.next_audit_ns {
             self.next_audit_ns = now_ns + AUDIT_EVERY.as_nanos() as u64;
-            let probes = &self.tracer.probes;
             let dropped = self
                 .pipeline
                 .table
-                .audit(AUDIT_BUDGET, |sock| probes.kernel_tracks(sock));
+                .audit(AUDIT_BUDGET, self.tracer.probes.kernel_tracks());
             if dropped > 0 {
                 tracing::debug!("{dropped} connections the kernel no longer tracks were dropped");
             }
