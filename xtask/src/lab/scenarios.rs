@@ -11,7 +11,7 @@ use super::{
     envoy,
     procs::{Proc, wait_until},
     scrape,
-    stage::{Forward, Load, Stage, sidecar},
+    stage::{Forward, Load, Stage, sidecar, spawn_dnsmasq},
 };
 
 pub struct Scenario {
@@ -220,23 +220,9 @@ fn dns_scenario(lab: &Lab, s: &Scenario, n: u8, new_dns: bool) -> Result<Outcome
 
     let hosts = stage.dir.join("hosts");
     std::fs::write(&hosts, format!("{} {DNS_NAME}\n", server_a.ip))?;
-    stage.procs.push(Proc::spawn(
-        "dnsmasq",
-        Some(&dns.netns),
-        &[
-            "dnsmasq",
-            "--no-daemon",
-            "--no-resolv",
-            "--no-hosts",
-            "--local-ttl=1",
-            "--bind-interfaces",
-            "--user=root",
-            "--log-facility=-",
-            &format!("--addn-hosts={}", hosts.display()),
-            &format!("--listen-address={}", dns.ip),
-        ],
-        &stage.dir.join("dnsmasq.log"),
-    )?);
+    stage
+        .procs
+        .push(spawn_dnsmasq(&stage.dir, &dns.netns, &hosts, &dns.ip)?);
     // `ip netns exec` gives the pod this resolv.conf.
     let etc = format!("/etc/netns/{front}");
     std::fs::create_dir_all(&etc)?;

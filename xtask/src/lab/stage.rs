@@ -396,3 +396,25 @@ pub(crate) fn spawn_envoy(lab: &Lab, dir: &Path, netns: &str, sidecar: &Sidecar)
         &dir.join("envoy.log"),
     )
 }
+
+/// dnsmasq in `netns` on `listen`, answering from the `hosts` file with a
+/// 1 s TTL (SIGHUP rereads it), its log in `dir`.
+pub(crate) fn spawn_dnsmasq(dir: &Path, netns: &str, hosts: &Path, listen: &str) -> Result<Proc> {
+    Proc::spawn(
+        "dnsmasq",
+        Some(netns),
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--local-ttl=1",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-facility=-",
+            &format!("--addn-hosts={}", hosts.display()),
+            &format!("--listen-address={listen}"),
+        ],
+        &dir.join("dnsmasq.log"),
+    )
+}

@@ -26,7 +26,7 @@ use crate::lab::{
     net::{Network, netns_exec},
     procs::{Proc, wait_until},
     scrape,
-    stage::{App, spawn_envoy},
+    stage::{App, spawn_dnsmasq, spawn_envoy},
 };
 use load::{Load, Pods};
 use verdict::{Sample, Verdict};
@@ -145,22 +145,7 @@ impl Soak {
         let mut procs = Vec::new();
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, format!("10.213.241.100 {DNS_NAME}\n"))?;
-        procs.push(Proc::spawn(
-            "dnsmasq",
-            Some(&pods.dns.0),
-            &[
-                "dnsmasq",
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--local-ttl=1",
-                "--bind-interfaces",
-                "--user=root",
-                &format!("--addn-hosts={}", hosts.display()),
-                &format!("--listen-address={}", pods.dns.1),
-            ],
-            &dir.join("dnsmasq.log"),
-        )?);
+        procs.push(spawn_dnsmasq(dir, &pods.dns.0, &hosts, &pods.dns.1)?);
         let max_seconds = seconds + 60;
         // The app Envoy calls: keep-alive closed after 1 s idle (the 503 race).
         procs.push(
