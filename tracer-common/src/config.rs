@@ -118,7 +118,41 @@ pub struct KernelOffsets {
     pub skb_len: u16,
     /// `struct sk_buff` → `data_len` (u32): the part of `len` outside the linear area.
     pub skb_data_len: u16,
+    /// `struct sock` → `sk_protocol` (u16 since Linux 5.6).
+    pub sock_protocol: u16,
+    /// `struct sock` → `__sk_common.skc_daddr`: the start of [`SockHead`],
+    /// whose layout the loader checks against the kernel's BTF.
+    pub sock_head: u16,
+    /// `struct sock` → `__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub sock_v6_rcv_saddr: u16,
+    /// `struct sock` → `__sk_common.skc_v6_daddr` (16 bytes).
+    pub sock_v6_daddr: u16,
     pub _pad: u16,
+}
+
+/// The head of `struct sock_common`, unchanged since Linux 2.6: the IPv4
+/// addresses, ports and family a BTF tracepoint reads of a socket in one go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockHead {
+    /// `skc_daddr`: the peer's IPv4 address.
+    pub daddr: [u8; 4],
+    /// `skc_rcv_saddr`: the local IPv4 address.
+    pub rcv_saddr: [u8; 4],
+    /// `skc_hash`.
+    pub hash: u32,
+    /// `skc_dport`: the peer's port, network order.
+    pub dport: u16,
+    /// `skc_num`: the local port, host order.
+    pub num: u16,
+    /// `skc_family`.
+    pub family: u16,
+    pub _pad: u16,
+}
+
+impl SockHead {
+    /// Where each member sits from `skc_daddr`: (daddr, rcv_saddr, dport, num, family).
+    pub const LAYOUT: (u32, u32, u32, u32, u32) = (0, 4, 12, 14, 16);
 }
 
 /// `net:netif_receive_skb`: every packet a device hands to the stack.

@@ -1,7 +1,7 @@
 //! Per-socket activity on the data path: one hash lookup and a few stores per
 //! send or receive, and an event only for a reuse after a long idle gap.
-//! Sources: the `sock_send_length`/`sock_recv_length` tracepoints (6.3+)
-//! here, or packets (`packet_activity`) on older kernels.
+//! Sources: the `sock_send_length`/`sock_recv_length` tracepoints (6.3+;
+//! BTF or classic) here, or packets (`packet_activity`) on older kernels.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use tracer_common::{
@@ -18,18 +18,39 @@ use crate::{
     record,
 };
 
-pub fn on_send(ctx: &TracePointContext) {
-    let Some((sk, len, st)) = tracked(ctx, &config::send_length(), false) else {
+/// `sock:sock_send_length`: `len` bytes (or an error) sent on `sk`. Called
+/// with the BTF tracepoint's own arguments, or with the classic record's.
+#[inline(always)]
+pub fn on_send(sk: u64, len: i32) {
+    if len <= 0 {
         return;
-    };
-    record_send(sk, st, len, unsafe { bpf_ktime_get_ns() });
+    }
+    let Some(st) = tracked(sk) else { return };
+    record_send(sk, st, len as u64, unsafe { bpf_ktime_get_ns() });
 }
 
-pub fn on_recv(ctx: &TracePointContext) {
-    let Some((_, len, st)) = tracked(ctx, &config::recv_length(), true) else {
+/// `sock:sock_recv_length`: `len` bytes (or an error) received; peeks are not reads.
+#[inline(always)]
+pub fn on_recv(sk: u64, len: i32, msg_flags: i32) {
+    if len <= 0 || msg_flags & MSG_PEEK != 0 {
         return;
-    };
-    record_recv(st, len, unsafe { bpf_ktime_get_ns() });
+    }
+    let Some(st) = tracked(sk) else { return };
+    record_recv(st, len as u64, unsafe { bpf_ktime_get_ns() });
+}
+
+/// The classic `sock_send_length` tracepoint.
+pub fn on_send_record(ctx: &TracePointContext) {
+    if let Some((sk, len, _)) = message(ctx, &config::send_length()) {
+        on_send(sk, len);
+    }
+}
+
+/// The classic `sock_recv_length` tracepoint.
+pub fn on_recv_record(ctx: &TracePointContext) {
+    if let Some((sk, len, msg_flags)) = message(ctx, &config::recv_length()) {
+        on_recv(sk, len, msg_flags);
+    }
 }
 
 /// `len` bytes left the socket `sk`: a message (tracepoints) or a packet
@@ -69,15 +90,10 @@ pub fn record_recv(st: &mut SockState, len: u64, now: u64) {
     st.stats.rx_msgs += 1;
 }
 
-/// The socket's entry, if this is a TCP message with data on a tracked socket
-/// (and, for receives, not a peek). The cheapest checks come first: most
-/// messages on a node are not TCP.
+/// A classic record's socket, length and flags, if it is a TCP message (most
+/// messages on a node are not: that check comes first).
 #[inline(always)]
-fn tracked(
-    ctx: &TracePointContext,
-    layout: &MsgLengthLayout,
-    skip_peek: bool,
-) -> Option<(u64, u64, &'static mut SockState)> {
+fn message(ctx: &TracePointContext, layout: &MsgLengthLayout) -> Option<(u64, i32, i32)> {
     if record::uint(ctx, layout.protocol) != IPPROTO_TCP as u32 {
         return None;
     }
@@ -85,10 +101,16 @@ fn tracked(
     if len <= 0 {
         return None;
     }
-    if skip_peek && record::int(ctx, layout.flags) & MSG_PEEK != 0 {
-        return None;
-    }
-    let sk = record::pointer(ctx, layout.sk);
+    Some((
+        record::pointer(ctx, layout.sk),
+        len,
+        record::int(ctx, layout.flags),
+    ))
+}
+
+/// The socket's entry, if it is tracked (only TCP sockets are).
+#[inline(always)]
+fn tracked(sk: u64) -> Option<&'static mut SockState> {
     let st = SOCKS.get_ptr_mut(&sk)?;
     // SAFETY: map value pointer, valid for this run.
     let st = unsafe { &mut *st };
@@ -96,5 +118,5 @@ fn tracked(
     if st.owner.tgid == 0 {
         kernel::current_owner(&mut st.owner);
     }
-    Some((sk, len as u64, st))
+    Some(st)
 }

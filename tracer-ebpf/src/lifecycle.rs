@@ -1,10 +1,14 @@
 //! TCP state changes and socket destruction: creating, updating and
-//! retiring `SOCKS` entries, and reporting the lifecycle edges.
+//! retiring `SOCKS` entries, and reporting the lifecycle edges. The logic is
+//! written once over a [`Source`]: a BTF tracepoint (arguments straight from
+//! the context, the tuple read from the socket) or a classic one (every field
+//! copied out of the record).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use tracer_common::{
+    config::TupleLayout,
     counters::Counter,
-    event::{ConnStats, EventKind, ListenerKey, Role, SockState, flags},
+    event::{ConnStats, EventKind, ListenerKey, Role, SockState, Tuple, flags},
     tcp::*,
 };
 
@@ -16,36 +20,102 @@ use crate::{
     record,
 };
 
-pub fn on_state_change(ctx: &TracePointContext) {
+/// Where a lifecycle program reads what its arguments do not carry.
+pub trait Source {
+    /// The socket's addresses and ports.
+    fn tuple(&self, sk: u64, out: &mut Tuple);
+    /// The socket is TCP (checked only where a socket starts being tracked).
+    fn is_tcp(&self, sk: u64) -> bool;
+    /// The peer's port (0: a listener or a never-connected socket).
+    fn peer_port(&self, sk: u64) -> u16;
+}
+
+/// A BTF tracepoint: the socket itself, read at BTF offsets.
+pub struct FromSock;
+
+impl Source for FromSock {
+    #[inline(always)]
+    fn tuple(&self, sk: u64, out: &mut Tuple) {
+        kernel::sock_tuple(sk, out);
+    }
+
+    #[inline(always)]
+    fn is_tcp(&self, sk: u64) -> bool {
+        kernel::sock_protocol(sk) == IPPROTO_TCP as u32
+    }
+
+    #[inline(always)]
+    fn peer_port(&self, sk: u64) -> u16 {
+        kernel::sock_dport(sk)
+    }
+}
+
+/// A classic tracepoint's record, at the offsets its format file gives.
+pub struct FromRecord<'a> {
+    pub ctx: &'a TracePointContext,
+    pub layout: TupleLayout,
+}
+
+impl Source for FromRecord<'_> {
+    #[inline(always)]
+    fn tuple(&self, _sk: u64, out: &mut Tuple) {
+        record::tuple(self.ctx, &self.layout, out);
+    }
+
+    /// The record's protocol was checked on entry.
+    #[inline(always)]
+    fn is_tcp(&self, _sk: u64) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn peer_port(&self, _sk: u64) -> u16 {
+        record::uint(self.ctx, self.layout.dport) as u16
+    }
+}
+
+/// `sock:inet_sock_set_state` as a classic tracepoint.
+pub fn on_state_record(ctx: &TracePointContext) {
     let layout = config::state_change();
     if record::uint(ctx, layout.protocol) != IPPROTO_TCP as u32 {
         return;
     }
     let sk = record::pointer(ctx, layout.skaddr);
+    let old = record::uint(ctx, layout.oldstate);
+    let new = record::uint(ctx, layout.newstate);
+    let source = FromRecord {
+        ctx,
+        layout: layout.tuple,
+    };
+    on_state_change(&source, sk, old, new);
+}
+
+#[inline(always)]
+pub fn on_state_change<S: Source>(source: &S, sk: u64, old: u32, new: u32) {
     if sk == 0 {
         return;
     }
-    let old = record::uint(ctx, layout.oldstate);
-    let new = record::uint(ctx, layout.newstate);
     let now = unsafe { bpf_ktime_get_ns() };
-
     match (old, new) {
-        (TCP_CLOSE, TCP_SYN_SENT) => track_new(ctx, sk, now, Role::Client),
-        (TCP_LISTEN, TCP_SYN_RECV) => track_new(ctx, sk, now, Role::Server),
-        (TCP_CLOSE, TCP_LISTEN) => listener(ctx, sk, now, EventKind::Listen),
-        (TCP_LISTEN, TCP_CLOSE) => listener(ctx, sk, now, EventKind::ListenClose),
-        _ => update(ctx, sk, now, new),
+        (TCP_CLOSE, TCP_SYN_SENT) => track_new(source, sk, now, Role::Client),
+        (TCP_LISTEN, TCP_SYN_RECV) => track_new(source, sk, now, Role::Server),
+        (TCP_CLOSE, TCP_LISTEN) => listener(source, sk, now, EventKind::Listen),
+        (TCP_LISTEN, TCP_CLOSE) => listener(source, sk, now, EventKind::ListenClose),
+        _ => update(source, sk, now, new),
     }
 }
 
 /// A connection starts: `connect()` (process context: the caller owns it) or
 /// a SYN answered on a listener (softirq: the listener's owner is inherited).
 #[inline(always)]
-fn track_new(ctx: &TracePointContext, sk: u64, now: u64, role: Role) {
+fn track_new<S: Source>(source: &S, sk: u64, now: u64, role: Role) {
+    if !source.is_tcp(sk) {
+        return;
+    }
     let Some(st) = scratch() else { return };
     st.netns = kernel::sock_netns(sk);
     st.role = role as u8;
-    record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+    source.tuple(sk, &mut st.tuple);
     st.stats.start_ns = now;
     if role == Role::Client {
         kernel::current_owner(&mut st.owner);
@@ -66,11 +136,14 @@ fn track_new(ctx: &TracePointContext, sk: u64, now: u64, role: Role) {
 }
 
 #[inline(always)]
-fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
+fn listener<S: Source>(source: &S, sk: u64, now: u64, kind: EventKind) {
+    if !source.is_tcp(sk) {
+        return;
+    }
     let Some(st) = scratch() else { return };
     st.netns = kernel::sock_netns(sk);
     st.role = Role::Listener as u8;
-    record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+    source.tuple(sk, &mut st.tuple);
     let key = ListenerKey {
         netns: st.netns,
         port: st.tuple.sport,
@@ -92,7 +165,7 @@ fn listener(ctx: &TracePointContext, sk: u64, now: u64, kind: EventKind) {
 }
 
 #[inline(always)]
-fn update(ctx: &TracePointContext, sk: u64, now: u64, new: u32) {
+fn update<S: Source>(source: &S, sk: u64, now: u64, new: u32) {
     let Some(st) = SOCKS.get_ptr_mut(&sk) else {
         return;
     };
@@ -104,7 +177,7 @@ fn update(ctx: &TracePointContext, sk: u64, now: u64, new: u32) {
             stats.established_ns = now;
             stats.flags |= flags::ESTABLISHED;
             // The client's port is assigned after SYN_SENT is traced: read the final tuple now.
-            record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+            source.tuple(sk, &mut st.tuple);
             let kind = if st.role == Role::Client as u8 {
                 EventKind::Connect
             } else {
@@ -132,7 +205,7 @@ fn update(ctx: &TracePointContext, sk: u64, now: u64, new: u32) {
             stats.flags |= flags::CLOSED;
             stats.sk_err = kernel::sock_err(sk);
             if st.tuple.sport == 0 {
-                record::tuple(ctx, &config::state_change().tuple, &mut st.tuple);
+                source.tuple(sk, &mut st.tuple);
             }
         }
         _ => {}
@@ -173,10 +246,20 @@ fn set_once(ts: &mut u64, bits: &mut u32, flag: u32, now: u64) {
     }
 }
 
-/// `tcp:tcp_destroy_sock`: report the whole connection and forget it.
-pub fn on_destroy(ctx: &TracePointContext) {
+/// `tcp:tcp_destroy_sock` as a classic tracepoint.
+pub fn on_destroy_record(ctx: &TracePointContext) {
     let layout = config::destroy_sock();
     let sk = record::pointer(ctx, layout.skaddr);
+    let source = FromRecord {
+        ctx,
+        layout: layout.tuple,
+    };
+    on_destroy(&source, sk);
+}
+
+/// `tcp:tcp_destroy_sock`: report the whole connection and forget it.
+#[inline(always)]
+pub fn on_destroy<S: Source>(source: &S, sk: u64) {
     if sk == 0 {
         return;
     }
@@ -199,7 +282,7 @@ pub fn on_destroy(ctx: &TracePointContext) {
         }
         None => {
             // Listeners and never-connected sockets have no peer port.
-            if record::uint(ctx, layout.tuple.dport) != 0 {
+            if source.peer_port(sk) != 0 {
                 bump(Counter::UntrackedClose);
             }
         }

@@ -1,5 +1,8 @@
 //! conntracer's kernel programs: tracepoints only (no kprobes, no fentry), so
-//! they run on kernels built without either.
+//! they run on kernels built without either. The hot ones come twice: as BTF
+//! tracepoints (`tp_btf`: arguments read straight from the context, no
+//! `bpf_probe_read` per field), and as classic tracepoints for kernels where
+//! those cannot attach.
 //!
 //! Each module handles one family of kernel events; all of them keep state in
 //! `maps::SOCKS` and report through `emit`. Field offsets come from `CONFIG`,
@@ -28,21 +31,38 @@ mod seed;
 mod skb;
 
 use aya_ebpf::{
-    macros::{cgroup_skb, tracepoint},
-    programs::{SkBuffContext, TracePointContext},
+    macros::{btf_tracepoint, cgroup_skb, tracepoint},
+    programs::{BtfTracePointContext, SkBuffContext, TracePointContext},
 };
 
-/// `sock:inet_sock_set_state`: every TCP state change.
+/// `sock:inet_sock_set_state`: every TCP state change (BTF tracepoint:
+/// the arguments come straight from the context).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn ct_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let (sk, old, new): (u64, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    lifecycle::on_state_change(&lifecycle::FromSock, sk, old as u32, new as u32);
+    0
+}
+
+/// `sock:inet_sock_set_state` as a classic tracepoint, where BTF ones
+/// cannot attach.
 #[tracepoint]
 pub fn ct_state(ctx: TracePointContext) -> u32 {
-    lifecycle::on_state_change(&ctx);
+    lifecycle::on_state_record(&ctx);
     0
 }
 
 /// `tcp:tcp_destroy_sock`: the socket's life is over; report it whole.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn ct_destroy_btf(ctx: BtfTracePointContext) -> i32 {
+    lifecycle::on_destroy(&lifecycle::FromSock, ctx.arg(0));
+    0
+}
+
+/// `tcp:tcp_destroy_sock` as a classic tracepoint.
 #[tracepoint]
 pub fn ct_destroy(ctx: TracePointContext) -> u32 {
-    lifecycle::on_destroy(&ctx);
+    lifecycle::on_destroy_record(&ctx);
     0
 }
 
@@ -60,17 +80,33 @@ pub fn ct_rst_tx(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sock:sock_send_length`: per-socket activity, on the data path.
-#[tracepoint]
-pub fn ct_send_len(ctx: TracePointContext) -> u32 {
-    activity::on_send(&ctx);
+/// `sock:sock_send_length` (6.3+): per-socket activity, on the data path.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn ct_send_len_btf(ctx: BtfTracePointContext) -> i32 {
+    let (sk, len): (u64, i32) = (ctx.arg(0), ctx.arg(1));
+    activity::on_send(sk, len);
     0
 }
 
-/// `sock:sock_recv_length`: per-socket activity, on the data path.
+/// `sock:sock_recv_length` (6.3+): per-socket activity, on the data path.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn ct_recv_len_btf(ctx: BtfTracePointContext) -> i32 {
+    let (sk, len, flags): (u64, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    activity::on_recv(sk, len, flags);
+    0
+}
+
+/// `sock:sock_send_length` as a classic tracepoint.
+#[tracepoint]
+pub fn ct_send_len(ctx: TracePointContext) -> u32 {
+    activity::on_send_record(&ctx);
+    0
+}
+
+/// `sock:sock_recv_length` as a classic tracepoint.
 #[tracepoint]
 pub fn ct_recv_len(ctx: TracePointContext) -> u32 {
-    activity::on_recv(&ctx);
+    activity::on_recv_record(&ctx);
     0
 }
 

@@ -234,14 +234,8 @@ fn metrics_findings_and_a_clean_sigterm() {
         .map(|s| s.split(',').filter_map(|i| i.parse().ok()).collect())
         .unwrap_or_default();
     assert!(!ids.is_empty(), "{stderr}");
-    let loaded: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect();
-    assert!(
-        ids.iter().all(|id| !loaded.contains(id)),
-        "programs left loaded: {ids:?}"
-    );
+    let left = support::tracer::programs_left_loaded(&ids);
+    assert!(left.is_empty(), "programs left loaded: {left:?} of {ids:?}");
 }
 
 #[test]

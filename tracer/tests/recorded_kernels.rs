@@ -198,6 +198,19 @@ fn btf_offsets_resolve_on_every_recorded_kernel() {
         );
         // `dev` sits in an anonymous union inside an anonymous struct of sk_buff.
         assert_eq!(o.skb_dev, 16, "{kernel}");
+        // What the BTF tracepoints read of a socket's tuple: the addresses and
+        // ports in sock_common's head (skc_addrpair, skc_portpair), the
+        // IPv6 addresses further on, the protocol in struct sock itself.
+        assert_eq!(o.sock_head, 0, "{kernel}");
+        assert!(
+            o.sock_v6_daddr > 16 && o.sock_v6_rcv_saddr == o.sock_v6_daddr + 16,
+            "{kernel}: {o:?}"
+        );
+        assert!(
+            o.sock_protocol > 136,
+            "{kernel}: sk_protocol at {}",
+            o.sock_protocol
+        );
     }
 }
 

@@ -141,7 +141,8 @@ impl Totals {
 }
 
 /// Every fallback source `CONNTRACER_FORCE_SOURCES` can force.
-const OLD_SOURCES: &str = "activity=packets,dns=devices,no_socket_resets=packets";
+const OLD_SOURCES: &str =
+    "tracepoints=classic,activity=packets,dns=devices,no_socket_resets=packets";
 
 /// Runs cargo test, echoing its output, and adds up its `test result:` lines.
 fn cargo_test(args: &[&str], env: &[(&str, &str)]) -> Result<Totals> {

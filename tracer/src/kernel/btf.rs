@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use tracer_common::config::KernelOffsets;
+use tracer_common::config::{KernelOffsets, SockHead};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -87,8 +87,33 @@ impl KernelBtf {
             skb_data: small("sk_buff", "data")?,
             skb_len: small("sk_buff", "len")?,
             skb_data_len: small("sk_buff", "data_len")?,
+            sock_protocol: small("sock", "sk_protocol")?,
+            sock_head: self.sock_head()?,
+            sock_v6_rcv_saddr: small("sock", "__sk_common.skc_v6_rcv_saddr")?,
+            sock_v6_daddr: small("sock", "__sk_common.skc_v6_daddr")?,
             _pad: 0,
         })
+    }
+
+    /// Offset of `skc_daddr`, once the members [`SockHead`] reads after it are
+    /// where it expects them.
+    fn sock_head(&self) -> Result<u16, BtfError> {
+        let at = |m: &str| self.member_offset("sock", &format!("__sk_common.{m}"));
+        let base = at("skc_daddr")?;
+        let found = (
+            0,
+            at("skc_rcv_saddr")? - base,
+            at("skc_dport")? - base,
+            at("skc_num")? - base,
+            at("skc_family")? - base,
+        );
+        if found != SockHead::LAYOUT {
+            return Err(BtfError::Unreadable(format!(
+                "sock.__sk_common head (members at {found:?}, expected {:?})",
+                SockHead::LAYOUT
+            )));
+        }
+        u16::try_from(base).map_err(|_| BtfError::Unreadable("sock.__sk_common.skc_daddr".into()))
     }
 
     /// Whether cgroup_skb programs may call `bpf_get_netns_cookie`: the

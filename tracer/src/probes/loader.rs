@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint,
+    },
 };
 use tracer_common::{config::ProbeConfig, event::SockState};
 
 use super::{
-    modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
+    modes::{ActivitySource, DnsSource, Modes, NoSocketResets, TracepointKind},
     setup::KernelSetup,
     spec::ProbeSpec,
 };
@@ -100,6 +102,8 @@ fn describe(caps: &[Capability]) -> String {
 #[derive(Debug, Clone)]
 pub struct AttachedProbe {
     pub spec: &'static ProbeSpec,
+    /// The program attached: the spec's BTF flavour or its classic one.
+    pub program: &'static str,
     /// Kernel program id, as `bpftool prog show` lists it.
     pub program_id: u32,
 }
@@ -193,15 +197,20 @@ impl Probes {
             .map_err(LoadError::Load)?;
 
         let mut attached = Vec::new();
+        let mut btf = None;
         for spec in setup.to_attach(options.dns_capture) {
-            let program_id = attach(&mut ebpf, spec)?;
+            let (program, program_id) = attach(&mut ebpf, spec, modes.tracepoints, &mut btf)?;
             tracing::debug!(
-                program = spec.program,
+                program,
                 tracepoint = spec.tracepoint,
                 program_id,
                 "attached"
             );
-            attached.push(AttachedProbe { spec, program_id });
+            attached.push(AttachedProbe {
+                spec,
+                program,
+                program_id,
+            });
         }
         let mut failed = Vec::new();
         let mut cgroup_ids = Vec::new();
@@ -246,9 +255,13 @@ impl Probes {
             && !dns_capture
             && let Some(spec) = dns_devices
         {
-            match attach(&mut ebpf, spec) {
-                Ok(program_id) => {
-                    attached.push(AttachedProbe { spec, program_id });
+            match attach(&mut ebpf, spec, modes.tracepoints, &mut btf) {
+                Ok((program, program_id)) => {
+                    attached.push(AttachedProbe {
+                        spec,
+                        program,
+                        program_id,
+                    });
                     dns_capture = true;
                     dns_source = DnsSource::Devices;
                 }
@@ -351,7 +364,47 @@ impl Probes {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
+/// Attaches `spec`'s BTF flavour where `kinds` allows it and it attaches,
+/// else its classic tracepoint.
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &'static ProbeSpec,
+    kind: TracepointKind,
+    btf: &mut Option<Result<Btf, String>>,
+) -> Result<(&'static str, u32), LoadError> {
+    if kind == TracepointKind::Btf
+        && let Some(program) = spec.btf_program
+    {
+        let btf = btf.get_or_insert_with(|| Btf::from_sys_fs().map_err(|e| chain(&e)));
+        let attached = match btf {
+            Ok(btf) => attach_btf(ebpf, program, spec.system_and_event().1, btf),
+            Err(e) => Err(format!("reading the kernel's BTF: {e}")),
+        };
+        match attached {
+            Ok(id) => return Ok((program, id)),
+            Err(e) => tracing::warn!(
+                "{program} cannot attach as a BTF tracepoint ({e}); using the classic tracepoint {}",
+                spec.tracepoint
+            ),
+        }
+    }
+    attach_classic(ebpf, spec).map(|id| (spec.program, id))
+}
+
+fn attach_btf(ebpf: &mut Ebpf, name: &str, event: &str, btf: &Btf) -> Result<u32, String> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())?;
+    program
+        .load(event, btf)
+        .map_err(|e| format!("loading: {}", short(&chain(&e))))?;
+    program.attach().map_err(|e| chain(&e))?;
+    program.info().map(|i| i.id()).map_err(|e| e.to_string())
+}
+
+fn attach_classic(ebpf: &mut Ebpf, spec: &'static ProbeSpec) -> Result<u32, LoadError> {
     let fail = |error| LoadError::Program {
         program: spec.program,
         tracepoint: spec.tracepoint,

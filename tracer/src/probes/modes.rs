@@ -38,8 +38,19 @@ pub enum NoSocketResets {
     Packets,
 }
 
+/// How the lifecycle and per-message tracepoints are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracepointKind {
+    /// BTF tracepoints (`tp_btf`, Linux 5.5+ with BTF): arguments straight
+    /// from the context. A program that cannot attach so falls back alone.
+    Btf,
+    /// Classic tracepoints: every field copied out of the record.
+    Classic,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Modes {
+    pub tracepoints: TracepointKind,
     pub activity: ActivitySource,
     pub dns: DnsSource,
     pub no_socket_resets: NoSocketResets,
@@ -78,8 +89,9 @@ impl Modes {
     }
 
     /// `(feature, source)` pairs, as `check` and the metrics show them.
-    pub fn describe(&self) -> [(&'static str, &'static str); 3] {
+    pub fn describe(&self) -> [(&'static str, &'static str); 4] {
         [
+            ("tracepoints", self.tracepoints.name()),
             ("activity", self.activity.name()),
             ("dns", self.dns.name()),
             ("no_socket_resets", self.no_socket_resets.name()),
@@ -90,17 +102,18 @@ impl Modes {
 /// A bad `CONNTRACER_FORCE_SOURCES` value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "CONNTRACER_FORCE_SOURCES: `{0}` is not one of activity=packets, dns=devices, no_socket_resets=packets"
+    "CONNTRACER_FORCE_SOURCES: `{0}` is not one of tracepoints=classic, activity=packets, dns=devices, no_socket_resets=packets"
 )]
 pub struct ForceError(String);
 
 impl Modes {
     /// The older kernels' sources, forced on this one (for testing them on a
-    /// new kernel): `activity=packets,dns=devices,no_socket_resets=packets`,
+    /// new kernel): `tracepoints=classic,activity=packets,dns=devices,no_socket_resets=packets`,
     /// any subset. Only fallbacks can be forced; they exist on every kernel.
     pub fn forced(mut self, spec: &str) -> Result<Self, ForceError> {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item {
+                "tracepoints=classic" => self.tracepoints = TracepointKind::Classic,
                 "activity=packets" => self.activity = ActivitySource::Packets,
                 "dns=devices" => self.dns = DnsSource::Devices,
                 "no_socket_resets=packets" => self.no_socket_resets = NoSocketResets::Packets,
@@ -108,6 +121,15 @@ impl Modes {
             }
         }
         Ok(self)
+    }
+}
+
+impl TracepointKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Btf => "btf",
+            Self::Classic => "classic",
+        }
     }
 }
 
@@ -140,7 +162,7 @@ impl NoSocketResets {
 }
 
 impl fmt::Display for Modes {
-    /// `activity=packets dns=devices no_socket_resets=packets`.
+    /// `tracepoints=classic activity=packets dns=devices no_socket_resets=packets`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self
             .describe()
@@ -156,11 +178,13 @@ mod tests {
     use super::*;
 
     const OLD: Modes = Modes {
+        tracepoints: TracepointKind::Classic,
         activity: ActivitySource::Packets,
         dns: DnsSource::Devices,
         no_socket_resets: NoSocketResets::Packets,
     };
     const NEW: Modes = Modes {
+        tracepoints: TracepointKind::Btf,
         activity: ActivitySource::Tracepoints,
         dns: DnsSource::CgroupSkb,
         no_socket_resets: NoSocketResets::Tracepoint,
@@ -177,14 +201,14 @@ mod tests {
         assert!(OLD.needs_egress(false) && OLD.needs_ingress(false));
         assert_eq!(
             OLD.to_string(),
-            "activity=packets dns=devices no_socket_resets=packets"
+            "tracepoints=classic activity=packets dns=devices no_socket_resets=packets"
         );
     }
 
     #[test]
     fn fallbacks_can_be_forced_and_nothing_else() {
         let forced = NEW
-            .forced("activity=packets, dns=devices,no_socket_resets=packets")
+            .forced("tracepoints=classic,activity=packets, dns=devices,no_socket_resets=packets")
             .unwrap();
         assert_eq!(forced, OLD);
         assert_eq!(NEW.forced("").unwrap(), NEW);

@@ -5,7 +5,7 @@
 use tracer_common::{config::ProbeConfig, seed::SeedOffsets};
 
 use super::{
-    modes::{ActivitySource, DnsSource, Modes, NoSocketResets},
+    modes::{ActivitySource, DnsSource, Modes, NoSocketResets, TracepointKind},
     spec::{PROBES, ProbeSpec},
 };
 use crate::kernel::{
@@ -126,6 +126,9 @@ impl KernelSetup {
     fn modes(available: &[&'static ProbeSpec], config: &ProbeConfig, btf: &KernelBtf) -> Modes {
         let has = |program: &str| available.iter().any(|s| s.program == program);
         Modes {
+            // Every kernel conntracer runs on has BTF (the offsets come from
+            // it); a program whose BTF flavour still fails falls back alone.
+            tracepoints: TracepointKind::Btf,
             activity: if has("ct_send_len") && has("ct_recv_len") {
                 ActivitySource::Tracepoints
             } else {

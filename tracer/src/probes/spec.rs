@@ -10,8 +10,11 @@ use crate::kernel::{
 };
 
 pub struct ProbeSpec {
-    /// Function name in `tracer-ebpf`.
+    /// Function name in `tracer-ebpf` (the classic tracepoint program).
     pub program: &'static str,
+    /// The same program as a BTF tracepoint (`tp_btf`), preferred where it
+    /// attaches: it reads its arguments without `bpf_probe_read`.
+    pub btf_program: Option<&'static str>,
     /// `system/event` in tracefs.
     pub tracepoint: &'static str,
     /// Without it the tracer cannot run at all.
@@ -41,6 +44,7 @@ fn always(_: &Modes) -> bool {
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         program: "ct_state",
+        btf_program: Some("ct_state_btf"),
         tracepoint: "sock/inet_sock_set_state",
         required: true,
         cost: "no connection tracking at all",
@@ -53,6 +57,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_destroy",
+        btf_program: Some("ct_destroy_btf"),
         tracepoint: "tcp/tcp_destroy_sock",
         required: true,
         cost: "connections are never reported closed",
@@ -65,6 +70,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_rst_rx",
+        btf_program: None,
         tracepoint: "tcp/tcp_receive_reset",
         required: false,
         cost: "resets received are not seen: peer resets look like plain closes",
@@ -77,6 +83,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_rst_tx",
+        btf_program: None,
         tracepoint: "tcp/tcp_send_reset",
         required: false,
         cost: "resets sent are not seen (refused connects, SO_LINGER 0 aborts)",
@@ -89,6 +96,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_send_len",
+        btf_program: Some("ct_send_len_btf"),
         tracepoint: "sock/sock_send_length",
         required: false,
         cost: "activity is counted from packets instead (cgroup_skb: segments, not messages); needs Linux 6.3+",
@@ -101,6 +109,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_recv_len",
+        btf_program: Some("ct_recv_len_btf"),
         tracepoint: "sock/sock_recv_length",
         required: false,
         cost: "activity is counted from packets instead (cgroup_skb: segments, not messages); needs Linux 6.3+",
@@ -113,6 +122,7 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     ProbeSpec {
         program: "ct_dns_dev",
+        btf_program: None,
         tracepoint: "net/netif_receive_skb",
         required: false,
         cost: "no DNS answers where cgroup_skb cannot name the namespace (before Linux 6.15)",

@@ -148,15 +148,7 @@ impl TraceSession {
 
     pub fn assert_programs_unloaded(&self) {
         assert!(!self.program_ids.is_empty());
-        let loaded: Vec<u32> = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .map(|p| p.id())
-            .collect();
-        let left: Vec<&u32> = self
-            .program_ids
-            .iter()
-            .filter(|id| loaded.contains(id))
-            .collect();
+        let left = programs_left_loaded(&self.program_ids);
         assert!(
             left.is_empty(),
             "programs still loaded after exit: {left:?}"
@@ -203,4 +195,26 @@ pub fn select<'a>(
         .iter()
         .filter(|e| e["event"] == event && pred(e))
         .collect()
+}
+
+/// Which of `ids` are still loaded, after waiting up to 5 s for them to go:
+/// the kernel frees a detached BTF tracepoint's program after an RCU grace
+/// period, not at once.
+pub fn programs_left_loaded(ids: &[u32]) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let loaded: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .collect();
+        let left: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|id| loaded.contains(id))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
