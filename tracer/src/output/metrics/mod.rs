@@ -2,123 +2,39 @@
 //! OpenMetrics text via `prometheus-client`. Names are a contract.
 //! [`MetricsOutput`] feeds them from a session.
 
+mod handles;
+mod labels;
+
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
     sync::{Arc, Mutex, RwLock},
 };
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
-    registry::Registry,
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info,
+};
+use prometheus_client::registry::Registry;
+
+use tracer_common::{
+    counters::Counter as KernelCounter,
+    event::{ResetSide, Role},
 };
 
-use tracer_common::counters::Counter as KernelCounter;
-
 use crate::{
-    analysis::{Labels, Observation, observation::side_name},
+    analysis::{
+        Labels, Observation,
+        naming::{LabelIds, PodId},
+        observation::side_name,
+    },
     events::role_name,
+    fastmap::{FastMap, FastSet},
     metadata::kubernetes::ClusterState,
     probes::counters::CounterTotals,
     session::{Flow, Output, State},
 };
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct OpenedLabels {
-    pub namespace: String,
-    pub pod: String,
-    /// Empty without a cluster, and then not exported.
-    pub workload: String,
-    pub direction: String,
-    pub role: String,
-}
-
-impl EncodeLabelSet for OpenedLabels {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let mut pairs = vec![
-            ("namespace", self.namespace.as_str()),
-            ("pod", self.pod.as_str()),
-        ];
-        if !self.workload.is_empty() {
-            pairs.push(("workload", self.workload.as_str()));
-        }
-        pairs.push(("direction", self.direction.as_str()));
-        pairs.push(("role", self.role.as_str()));
-        pairs.as_slice().encode(encoder)
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerCauseLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub peer: String,
-    pub cause: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PodCauseLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub cause: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResetLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub side: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub peer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PodLabels {
-    pub namespace: String,
-    pub pod: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NameLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LabelLabels {
-    pub label: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeLabels {
-    pub probe: String,
-}
+use handles::Handles;
+pub use labels::*;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -142,37 +58,71 @@ struct PodSeries {
     peer_idle_close: HashSet<PeerLabels>,
     lifetime: HashSet<DirectionLabels>,
     dns_answer_changes: HashSet<NameLabels>,
+    /// The pod ids its handles are cached under.
+    ids: FastSet<PodId>,
 }
 
 /// Namespace → pod → its series.
 type SeriesByPod = HashMap<String, HashMap<String, PodSeries>>;
 
+/// Every pod's series, and the handles cached for them: one lock.
+#[derive(Debug, Default)]
+struct Series {
+    by_pod: SeriesByPod,
+    handles: Handles,
+}
+
+/// `pod`'s series.
+fn of_pod<'a>(series: &'a mut SeriesByPod, (namespace, pod): (&str, &str)) -> &'a mut PodSeries {
+    // Looked up before an entry is made: no key String for known pods.
+    if !series.contains_key(namespace) {
+        series.insert(namespace.to_owned(), HashMap::new());
+    }
+    let pods = series.get_mut(namespace).expect("just made");
+    if !pods.contains_key(pod) {
+        pods.insert(pod.to_owned(), PodSeries::default());
+    }
+    pods.get_mut(pod).expect("just made")
+}
+
 /// Notes `labels` among `pod`'s series of the family `set` picks.
 fn remember<L: Clone + Hash + Eq>(
-    series: &Mutex<SeriesByPod>,
-    (namespace, pod): (&str, &str),
+    series: &mut SeriesByPod,
+    pod: (&str, &str),
     set: impl FnOnce(&mut PodSeries) -> &mut HashSet<L>,
     labels: &L,
 ) {
-    let mut series = series.lock().expect("series lock");
-    let pods = match series.get_mut(namespace) {
-        Some(pods) => pods,
-        None => series.entry(namespace.to_owned()).or_default(),
-    };
-    let of_pod = match pods.get_mut(pod) {
-        Some(of_pod) => of_pod,
-        None => pods.entry(pod.to_owned()).or_default(),
-    };
-    let set = set(of_pod);
+    let set = set(of_pod(series, pod));
     if !set.contains(labels) {
         set.insert(labels.clone());
     }
 }
 
+/// The handle cached under `key`, else the one `make` finds or creates (and
+/// notes among the pod's series), then cached under `key` if there is one.
+fn cached<K: Hash + Eq, M: Clone>(
+    by_pod: &mut SeriesByPod,
+    cache: &mut FastMap<K, M>,
+    key: Option<(K, PodId)>,
+    labels: &Labels,
+    make: impl FnOnce(&mut SeriesByPod) -> M,
+) -> M {
+    let Some((key, pod_id)) = key else {
+        return make(by_pod);
+    };
+    if let Some(handle) = cache.get(&key) {
+        return handle.clone();
+    }
+    let handle = make(by_pod);
+    of_pod(by_pod, pod_of(labels)).ids.insert(pod_id);
+    cache.insert(key, handle.clone());
+    handle
+}
+
 pub struct Metrics {
     pub registry: Registry,
-    /// Every pod's series (the pod-labelled families).
-    series: Mutex<SeriesByPod>,
+    /// Every pod's series (the pod-labelled families), and cached handles.
+    series: Mutex<Series>,
     pub connections_opened: Family<OpenedLabels, Counter>,
     pub connection_failures: Family<PeerCauseLabels, Counter>,
     pub stale_connection_failures: Family<PeerCauseLabels, Counter>,
@@ -377,67 +327,70 @@ impl Metrics {
     }
 
     pub fn observe(&self, obs: &Observation) {
+        let mut guard = self.series.lock().expect("series lock");
+        let series = &mut *guard;
         match obs {
-            Observation::Opened { labels, role } => {
-                let l = OpenedLabels {
-                    namespace: labels.namespace.clone(),
-                    pod: labels.pod.clone(),
-                    workload: labels.workload.clone().unwrap_or_default(),
-                    direction: labels.direction.as_str().to_owned(),
-                    role: role_name(*role).unwrap_or("unknown").to_owned(),
-                };
-                self.connections_opened.get_or_create(&l).inc();
-                remember(&self.series, pod_of(labels), |s| &mut s.opened, &l);
-            }
+            Observation::Opened { labels, role } => self.opened(series, labels, *role),
             Observation::Reset {
                 labels,
                 side,
                 reason,
-            } => {
-                let l = ResetLabels {
-                    namespace: labels.namespace.clone(),
-                    pod: labels.pod.clone(),
-                    direction: labels.direction.as_str().to_owned(),
-                    side: side_name(*side).unwrap_or("unknown").to_owned(),
-                    reason: reason.clone(),
-                };
-                self.resets.get_or_create(&l).inc();
-                remember(&self.series, pod_of(labels), |s| &mut s.resets, &l);
-            }
+            } => self.reset(series, labels, *side, reason),
             Observation::Reuse { labels, idle } => {
-                let l = peer_labels(labels);
-                self.idle_before_reuse
-                    .get_or_create(&l)
-                    .observe(idle.as_secs_f64());
-                remember(
-                    &self.series,
-                    pod_of(labels),
-                    |s| &mut s.idle_before_reuse,
-                    &l,
-                );
+                let key = labels.ids.map(|ids| ((ids, labels.direction), ids.pod));
+                let by_pod = &mut series.by_pod;
+                cached(
+                    by_pod,
+                    &mut series.handles.idle_before_reuse,
+                    key,
+                    labels,
+                    |by_pod| {
+                        let l = peer_labels(labels);
+                        remember(by_pod, pod_of(labels), |s| &mut s.idle_before_reuse, &l);
+                        Histogram::clone(&self.idle_before_reuse.get_or_create(&l))
+                    },
+                )
+                .observe(idle.as_secs_f64());
             }
             Observation::Closed {
                 labels,
                 lifetime,
                 peer_idle_close,
             } => {
+                let by_pod = &mut series.by_pod;
                 if let Some(lifetime) = lifetime {
-                    let l = DirectionLabels {
-                        namespace: labels.namespace.clone(),
-                        pod: labels.pod.clone(),
-                        direction: labels.direction.as_str().to_owned(),
-                    };
-                    self.connection_lifetime
-                        .get_or_create(&l)
-                        .observe(lifetime.as_secs_f64());
-                    remember(&self.series, pod_of(labels), |s| &mut s.lifetime, &l);
+                    let key = labels.ids.map(|ids| ((ids.pod, labels.direction), ids.pod));
+                    cached(
+                        by_pod,
+                        &mut series.handles.lifetime,
+                        key,
+                        labels,
+                        |by_pod| {
+                            let l = DirectionLabels {
+                                namespace: labels.namespace.clone(),
+                                pod: labels.pod.clone(),
+                                direction: labels.direction.as_str().to_owned(),
+                            };
+                            remember(by_pod, pod_of(labels), |s| &mut s.lifetime, &l);
+                            Histogram::clone(&self.connection_lifetime.get_or_create(&l))
+                        },
+                    )
+                    .observe(lifetime.as_secs_f64());
                 }
                 if let Some(idle) = peer_idle_close {
-                    let l = peer_labels(labels);
-                    self.peer_idle_close
-                        .get_or_create(&l)
-                        .observe(idle.as_secs_f64());
-                    remember(&self.series, pod_of(labels), |s| &mut s.peer_idle_close, &l);
+                    let key = labels.ids.map(|ids| ((ids, labels.direction), ids.pod));
+                    cached(
+                        by_pod,
+                        &mut series.handles.peer_idle_close,
+                        key,
+                        labels,
+                        |by_pod| {
+                            let l = peer_labels(labels);
+                            remember(by_pod, pod_of(labels), |s| &mut s.peer_idle_close, &l);
+                            Histogram::clone(&self.peer_idle_close.get_or_create(&l))
+                        },
+                    )
+                    .observe(idle.as_secs_f64());
                 }
             }
             Observation::Failure(f) => {
@@ -450,10 +403,10 @@ impl Metrics {
                 };
                 self.connection_failures.get_or_create(&l).inc();
                 let pod = (f.namespace.as_str(), f.pod.as_str());
-                remember(&self.series, pod, |s| &mut s.failures, &l);
+                remember(&mut series.by_pod, pod, |s| &mut s.failures, &l);
                 if f.stale {
                     self.stale_connection_failures.get_or_create(&l).inc();
-                    remember(&self.series, pod, |s| &mut s.stale_failures, &l);
+                    remember(&mut series.by_pod, pod, |s| &mut s.stale_failures, &l);
                 }
             }
             Observation::Dns(d) => {
@@ -465,7 +418,7 @@ impl Metrics {
                     };
                     self.dns_answer_changes.get_or_create(&l).inc();
                     let pod = (d.namespace.as_str(), d.pod.as_str());
-                    remember(&self.series, pod, |s| &mut s.dns_answer_changes, &l);
+                    remember(&mut series.by_pod, pod, |s| &mut s.dns_answer_changes, &l);
                 }
             }
             Observation::Http503(h) => {
@@ -476,26 +429,86 @@ impl Metrics {
                 };
                 self.http_503.get_or_create(&l).inc();
                 let pod = (h.namespace.as_str(), h.pod.as_str());
-                remember(&self.series, pod, |s| &mut s.http_503, &l);
+                remember(&mut series.by_pod, pod, |s| &mut s.http_503, &l);
             }
-            Observation::PodForgotten { namespace, pod } => self.forget(namespace, pod),
+            Observation::PodForgotten { namespace, pod } => self.forget(series, namespace, pod),
         }
     }
 
-    /// Removes every series of a pod that gave its label's place.
-    fn forget(&self, namespace: &str, pod: &str) {
-        let gone = {
-            let mut series = self.series.lock().expect("series lock");
-            let Some(pods) = series.get_mut(namespace) else {
-                return;
-            };
-            let gone = pods.remove(pod);
-            if pods.is_empty() {
-                series.remove(namespace);
-            }
-            gone
+    fn opened(&self, series: &mut Series, labels: &Labels, role: Role) {
+        let key = labels
+            .ids
+            .map(|ids| (ids.pod, labels.direction, role as u8));
+        if let Some(key) = key
+            && let Some((workload, counter)) = series.handles.opened.get(&key)
+            && *workload == labels.workload
+        {
+            counter.inc();
+            return;
+        }
+        let l = OpenedLabels {
+            namespace: labels.namespace.clone(),
+            pod: labels.pod.clone(),
+            workload: labels.workload.clone().unwrap_or_default(),
+            direction: labels.direction.as_str().to_owned(),
+            role: role_name(role).unwrap_or("unknown").to_owned(),
         };
+        let counter = Counter::clone(&self.connections_opened.get_or_create(&l));
+        counter.inc();
+        remember(&mut series.by_pod, pod_of(labels), |s| &mut s.opened, &l);
+        if let (Some(key), Some(LabelIds { pod, .. })) = (key, labels.ids) {
+            of_pod(&mut series.by_pod, pod_of(labels)).ids.insert(pod);
+            series
+                .handles
+                .opened
+                .insert(key, (labels.workload.clone(), counter));
+        }
+    }
+
+    fn reset(&self, series: &mut Series, labels: &Labels, side: ResetSide, reason: &str) {
+        let key = labels
+            .ids
+            .map(|ids| (ids.pod, labels.direction, side as u8));
+        if let Some(counter) = key
+            .and_then(|key| series.handles.resets.get(&key))
+            .and_then(|reasons| reasons.get(reason))
+        {
+            counter.inc();
+            return;
+        }
+        let l = ResetLabels {
+            namespace: labels.namespace.clone(),
+            pod: labels.pod.clone(),
+            direction: labels.direction.as_str().to_owned(),
+            side: side_name(side).unwrap_or("unknown").to_owned(),
+            reason: reason.to_owned(),
+        };
+        let counter = Counter::clone(&self.resets.get_or_create(&l));
+        counter.inc();
+        remember(&mut series.by_pod, pod_of(labels), |s| &mut s.resets, &l);
+        if let (Some(key), Some(LabelIds { pod, .. })) = (key, labels.ids) {
+            of_pod(&mut series.by_pod, pod_of(labels)).ids.insert(pod);
+            series
+                .handles
+                .resets
+                .entry(key)
+                .or_default()
+                .insert(reason.to_owned(), counter);
+        }
+    }
+
+    /// Removes every series of a pod that gave its label's place, and the
+    /// handles cached for them.
+    fn forget(&self, series: &mut Series, namespace: &str, pod: &str) {
+        let Some(pods) = series.by_pod.get_mut(namespace) else {
+            return;
+        };
+        let gone = pods.remove(pod);
+        if pods.is_empty() {
+            series.by_pod.remove(namespace);
+        }
         let Some(s) = gone else { return };
+        series.handles.forget(&s.ids);
         for l in &s.opened {
             self.connections_opened.remove(l);
         }
@@ -698,19 +711,102 @@ impl ProcessUsage {
 mod tests {
     use super::*;
     use crate::analysis::direction::Direction;
-    use tracer_common::event::Role;
+    use std::time::Duration;
+
+    fn labels(pod: &str, id: PodId) -> Labels {
+        Labels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            workload: None,
+            direction: Direction::Outbound,
+            peer: "port-80".into(),
+            ids: Some(LabelIds { pod: id, peer: 0 }),
+        }
+    }
 
     fn opened(pod: &str) -> Observation {
+        let id = if pod == "cart" { 1 } else { 2 };
         Observation::Opened {
-            labels: Labels {
-                namespace: "shop".into(),
-                pod: pod.into(),
-                workload: None,
-                direction: Direction::Outbound,
-                peer: "port-80".into(),
-            },
+            labels: labels(pod, id),
             role: Role::Client,
         }
+    }
+
+    fn series(m: &Metrics, line_start: &str) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_exported_series_until_the_pod_goes() {
+        let m = Metrics::new("0", "6.1", &[], false);
+        let closed = |pod: &str, id| Observation::Closed {
+            labels: labels(pod, id),
+            lifetime: Some(Duration::from_secs(2)),
+            peer_idle_close: Some(Duration::from_secs(5)),
+        };
+        for _ in 0..3 {
+            m.observe(&opened("cart"));
+            m.observe(&closed("cart", 1));
+            m.observe(&Observation::Reuse {
+                labels: labels("cart", 1),
+                idle: Duration::from_secs(1),
+            });
+            m.observe(&Observation::Reset {
+                labels: labels("cart", 1),
+                side: ResetSide::Received,
+                reason: "peer".into(),
+            });
+        }
+        assert_eq!(
+            series(&m, "conntracer_connections_opened_total{"),
+            [
+                "conntracer_connections_opened_total{namespace=\"shop\",pod=\"cart\",direction=\"outbound\",role=\"client\"} 3"
+            ]
+        );
+        assert!(
+            series(&m, "conntracer_resets_total{")[0].ends_with(" 3"),
+            "{:?}",
+            series(&m, "conntracer_resets_total{")
+        );
+        for family in [
+            "conntracer_connection_lifetime_seconds_count{",
+            "conntracer_peer_idle_close_seconds_count{",
+            "conntracer_idle_before_reuse_seconds_count{",
+        ] {
+            let found = series(&m, family);
+            assert!(found.len() == 1 && found[0].ends_with(" 3"), "{found:?}");
+        }
+        assert_eq!(m.series.lock().unwrap().handles.len(), 5);
+        m.observe(&Observation::PodForgotten {
+            namespace: "shop".into(),
+            pod: "cart".into(),
+        });
+        assert_eq!(m.series.lock().unwrap().handles.len(), 0, "dropped");
+        // Labelled again (a new id): a new series from zero, not the old one revived.
+        m.observe(&Observation::Opened {
+            labels: labels("cart", 7),
+            role: Role::Client,
+        });
+        assert!(series(&m, "conntracer_connections_opened_total{")[0].ends_with(" 1"));
+    }
+
+    #[test]
+    fn a_workload_named_later_makes_its_own_series() {
+        let m = Metrics::new("0", "6.1", &[], false);
+        m.observe(&opened("cart"));
+        let mut named = labels("cart", 1);
+        named.workload = Some("cart".into());
+        m.observe(&Observation::Opened {
+            labels: named,
+            role: Role::Client,
+        });
+        let found = series(&m, "conntracer_connections_opened_total{");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|l| l.contains("workload=\"cart\"")));
     }
 
     #[test]
