@@ -29,6 +29,7 @@ pub mod conntrack;
 pub mod dns;
 pub mod errors;
 pub mod events;
+pub mod fastmap;
 pub mod kernel;
 pub mod metadata;
 pub mod output;

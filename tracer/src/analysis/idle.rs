@@ -2,7 +2,9 @@
 //! timeout) from peer closes of idle connections, and how long the local pool
 //! leaves connections idle before reusing them.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
+
+use crate::fastmap::FastMap;
 
 /// A destination as seen from one network namespace.
 pub type Destination = (u32, SocketAddr);
@@ -38,7 +40,7 @@ impl DestinationIdle {
 
 #[derive(Debug, Default)]
 pub struct IdleLearner {
-    destinations: HashMap<Destination, DestinationIdle>,
+    destinations: FastMap<Destination, DestinationIdle>,
     updates: u64,
     /// Destinations forgotten for newer ones.
     pub forgotten: u64,

@@ -17,12 +17,7 @@
 //! Metric observations admit new label values; reports (findings, gauges)
 //! only [`peek`](Naming::peek_labels), so reading never spends a slot.
 
-use std::{
-    collections::{HashMap, HashSet},
-    hash::Hash,
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{hash::Hash, net::SocketAddr, time::Duration};
 
 use tracer_common::event::Role;
 
@@ -30,12 +25,33 @@ use super::{
     direction::{Direction, DirectionClassifier},
     topology::Topology,
 };
-use crate::metadata::{PodName, Pods};
+use crate::{
+    fastmap::FastMap,
+    metadata::{PodName, Pods},
+};
 
 pub const OVERFLOW: &str = "other";
 
 /// A labelled pod silent this long gives its place to a new pod at the cap.
 pub const POD_LABEL_IDLE: Duration = Duration::from_secs(600);
+
+/// A labelled pod's id: fixed while it keeps its place and never reused,
+/// so what is cached under it (metric handles) cannot be taken for another
+/// pod's after it is forgotten.
+pub type PodId = u64;
+
+/// The id of the pod `other`.
+pub const OVERFLOW_POD: PodId = 0;
+
+/// The id of the peer `other` (past the cap).
+pub const OVERFLOW_PEER: u32 = u32::MAX;
+
+/// Ids of admitted labels: the pod's, and the peer's among that pod's peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LabelIds {
+    pub pod: PodId,
+    pub peer: u32,
+}
 
 /// The bounded labels a connection is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,6 +62,9 @@ pub struct Labels {
     pub workload: Option<String>,
     pub direction: Direction,
     pub peer: String,
+    /// Set when the labels were admitted (the metrics path), not peeked:
+    /// a small key for caches in place of the strings.
+    pub ids: Option<LabelIds>,
 }
 
 /// A pod as labelled: (namespace, pod).
@@ -55,7 +74,8 @@ type PodKey = (String, String);
 #[derive(Debug)]
 pub struct BoundedLabels<K = PodKey> {
     cap: usize,
-    seen: HashMap<K, HashSet<String>>,
+    /// Each key's values, with their ids (in order of admission).
+    seen: FastMap<K, FastMap<String, u32>>,
     /// Observations counted under `other` because their key was at the cap.
     pub overflowed: u64,
 }
@@ -64,26 +84,33 @@ impl<K: Hash + Eq + Clone> BoundedLabels<K> {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             overflowed: 0,
         }
     }
 
-    /// The label for `candidate` in `netns`, admitting it if there is room.
+    /// The label for `candidate` under `key`, admitting it if there is room.
     pub fn admit(&mut self, key: &K, candidate: String) -> String {
+        self.admit_id(key, candidate).0
+    }
+
+    /// [`admit`](Self::admit), with the value's id under `key`
+    /// ([`OVERFLOW_PEER`] for `other`).
+    pub fn admit_id(&mut self, key: &K, candidate: String) -> (String, u32) {
         let seen = match self.seen.get_mut(key) {
             Some(seen) => seen,
             None => self.seen.entry(key.clone()).or_default(),
         };
-        if seen.contains(&candidate) {
-            return candidate;
+        if let Some(&id) = seen.get(&candidate) {
+            return (candidate, id);
         }
         if seen.len() >= self.cap {
             self.overflowed += 1;
-            return OVERFLOW.to_owned();
+            return (OVERFLOW.to_owned(), OVERFLOW_PEER);
         }
-        seen.insert(candidate.clone());
-        candidate
+        let id = seen.len() as u32;
+        seen.insert(candidate.clone(), id);
+        (candidate, id)
     }
 
     /// Frees `key`'s values.
@@ -94,7 +121,7 @@ impl<K: Hash + Eq + Clone> BoundedLabels<K> {
     /// The label `candidate` has, or would get, in `netns`; admits nothing.
     pub fn peek(&self, key: &K, candidate: String) -> String {
         match self.seen.get(key) {
-            Some(seen) if !seen.contains(&candidate) && seen.len() >= self.cap => {
+            Some(seen) if !seen.contains_key(&candidate) && seen.len() >= self.cap => {
                 OVERFLOW.to_owned()
             }
             _ => candidate,
@@ -107,21 +134,24 @@ impl<K: Hash + Eq + Clone> BoundedLabels<K> {
 #[derive(Debug)]
 pub struct BoundedPods {
     cap: usize,
-    /// Labelled pods, and when each was last seen (monotonic ns).
-    seen: HashMap<PodKey, u64>,
+    /// Labelled pods, their ids, and when each was last seen (monotonic ns).
+    seen: FastMap<PodKey, (PodId, u64)>,
+    /// The id the next admitted pod gets.
+    next_id: PodId,
     /// No labelled pod can have been idle long enough before this time.
     no_idle_before_ns: u64,
     /// Observations counted under pod `other`.
     pub overflowed: u64,
     /// Pods that gave their place, not yet reported.
-    pub forgotten: Vec<PodKey>,
+    pub forgotten: Vec<(PodKey, PodId)>,
 }
 
 impl BoundedPods {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
+            next_id: OVERFLOW_POD + 1,
             no_idle_before_ns: 0,
             overflowed: 0,
             forgotten: Vec::new(),
@@ -129,28 +159,36 @@ impl BoundedPods {
     }
 
     /// `pod` as labelled at `now_ns`, admitting it if there is room (made,
-    /// at the cap, by forgetting the least recently seen pod if it is idle).
-    pub fn admit(&mut self, pod: PodName, now_ns: u64) -> PodName {
+    /// at the cap, by forgetting the least recently seen pod if it is idle),
+    /// with its id.
+    pub fn admit(&mut self, pod: PodName, now_ns: u64) -> (PodName, PodId) {
         let key = (pod.namespace, pod.pod);
         let known = match self.seen.get_mut(&key) {
-            Some(seen) => {
+            Some((id, seen)) => {
                 *seen = (*seen).max(now_ns);
-                true
+                Some(*id)
             }
-            None => false,
+            None => None,
         };
-        if !known {
-            if self.seen.len() >= self.cap && !self.forget_one_idle(now_ns) {
-                self.overflowed += 1;
-                return overflow_pod();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                if self.seen.len() >= self.cap && !self.forget_one_idle(now_ns) {
+                    self.overflowed += 1;
+                    return (overflow_pod(), OVERFLOW_POD);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.seen.insert(key.clone(), (id, now_ns));
+                id
             }
-            self.seen.insert(key.clone(), now_ns);
-        }
-        PodName {
+        };
+        let named = PodName {
             namespace: key.0,
             pod: key.1,
             workload: pod.workload,
-        }
+        };
+        (named, id)
     }
 
     /// Forgets the least recently seen pod if it has been idle for
@@ -160,10 +198,10 @@ impl BoundedPods {
             return false;
         }
         let idle_ns = POD_LABEL_IDLE.as_nanos() as u64;
-        let Some((oldest, seen_ns)) = self
+        let Some((oldest, (id, seen_ns))) = self
             .seen
             .iter()
-            .min_by_key(|(_, seen)| **seen)
+            .min_by_key(|(_, (_, seen))| *seen)
             .map(|(key, seen)| (key.clone(), *seen))
         else {
             return false;
@@ -174,19 +212,21 @@ impl BoundedPods {
             return false;
         }
         self.seen.remove(&oldest);
-        self.forgotten.push(oldest);
+        self.forgotten.push((oldest, id));
         true
     }
 
-    /// `pod` as it is, or would be, labelled; admits nothing.
-    pub fn peek(&self, pod: PodName) -> PodName {
+    /// `pod` as it is, or would be, labelled, and its id if it has one
+    /// (`None`: not labelled yet, and there is room); admits nothing.
+    pub fn peek(&self, pod: PodName) -> (PodName, Option<PodId>) {
         let known = self
             .seen
-            .contains_key(&(pod.namespace.clone(), pod.pod.clone()));
-        if known || self.seen.len() < self.cap {
-            pod
+            .get(&(pod.namespace.clone(), pod.pod.clone()))
+            .map(|(id, _)| *id);
+        if known.is_some() || self.seen.len() < self.cap {
+            (pod, known)
         } else {
-            overflow_pod()
+            (overflow_pod(), Some(OVERFLOW_POD))
         }
     }
 }
@@ -216,7 +256,7 @@ pub struct Naming {
     pub pods: Pods,
     directions: DirectionClassifier,
     labelled: BoundedPods,
-    peers: BoundedLabels,
+    peers: BoundedLabels<PodId>,
     dns_names: BoundedLabels,
     peer_addresses: bool,
     /// The latest event time seen (monotonic ns): when pods were last seen.
@@ -252,8 +292,8 @@ impl Naming {
         let forgotten = std::mem::take(&mut self.labelled.forgotten);
         forgotten
             .into_iter()
-            .map(|key| {
-                self.peers.forget(&key);
+            .map(|(key, id)| {
+                self.peers.forget(&id);
                 self.dns_names.forget(&key);
                 PodName {
                     namespace: key.0,
@@ -274,12 +314,12 @@ impl Naming {
     /// The pod as labelled (bounded), admitting it if there is room.
     pub fn pod_label(&mut self, netns: u32, cgroup_id: u64) -> PodName {
         let pod = self.pods.get_owned(netns, cgroup_id);
-        self.labelled.admit(pod, self.now_ns)
+        self.labelled.admit(pod, self.now_ns).0
     }
 
     /// The pod as labelled, admitting nothing and asking no source.
     pub fn peek_pod_label(&self, netns: u32, cgroup_id: u64) -> PodName {
-        self.labelled.peek(self.pods.peek_owned(netns, cgroup_id))
+        self.labelled.peek(self.pods.peek_owned(netns, cgroup_id)).0
     }
 
     /// Labels for a connection of `netns` with `role` to `remote`, admitting
@@ -291,17 +331,22 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.pod_label(netns, cgroup_id);
+        let owner = self.pods.get_owned(netns, cgroup_id);
+        let (pod, pod_id) = self.labelled.admit(owner, self.now_ns);
         let dest_netns = topology.netns_of(netns, remote.ip());
         let dest_pod = dest_netns.map(|n| self.pods.get(n));
         let candidate = self.peer_candidate(dest_pod, role, remote);
-        let peer = self.peers.admit(&key(&pod), candidate);
+        let (peer, peer_id) = self.peers.admit_id(&pod_id, candidate);
         Labels {
             direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
             peer,
+            ids: Some(LabelIds {
+                pod: pod_id,
+                peer: peer_id,
+            }),
         }
     }
 
@@ -313,16 +358,20 @@ impl Naming {
         role: Role,
         remote: SocketAddr,
     ) -> Labels {
-        let pod = self.peek_pod_label(netns, cgroup_id);
+        let (pod, pod_id) = self.labelled.peek(self.pods.peek_owned(netns, cgroup_id));
         let dest_netns = topology.netns_of(netns, remote.ip());
         let candidate = self.peer_candidate(dest_netns.map(|n| self.pods.peek(n)), role, remote);
-        let peer = self.peers.peek(&key(&pod), candidate);
+        let peer = match pod_id {
+            Some(id) => self.peers.peek(&id, candidate),
+            None => candidate,
+        };
         Labels {
             direction: self.direction(dest_netns, netns, role, remote),
             namespace: pod.namespace,
             pod: pod.pod,
             workload: pod.workload,
             peer,
+            ids: None,
         }
     }
 

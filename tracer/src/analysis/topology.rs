@@ -2,12 +2,10 @@
 //! the events themselves (no Kubernetes needed): listener opens and closes per
 //! network namespace, and the local addresses of connections in each one.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-};
+use std::net::{IpAddr, SocketAddr};
 
 use super::direction::canonical;
+use crate::fastmap::FastMap;
 
 /// A listening socket's life in one network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +24,9 @@ pub const MAX_ENTRIES: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct Topology {
     /// (netns, port) → listeners on that port (one per bound address).
-    listeners: HashMap<(u32, u16), Vec<ListenerState>>,
+    listeners: FastMap<(u32, u16), Vec<ListenerState>>,
     /// Non-loopback address → the netns that owns it.
-    owners: HashMap<IpAddr, u32>,
+    owners: FastMap<IpAddr, u32>,
 }
 
 /// How a destination's listener looked at some moment.

@@ -14,10 +14,11 @@ pub mod netns;
 pub mod sockets;
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     time::{Duration, Instant, SystemTime},
 };
+
+use crate::fastmap::FastMap;
 
 pub use netns::NetnsNames;
 
@@ -134,14 +135,14 @@ const MAX_NAMESPACES: usize = 65_536;
 pub struct Pods {
     source: Box<dyn PodSource>,
     /// Named namespaces, and when to check their name still holds.
-    named: HashMap<u32, (PodName, Instant)>,
+    named: FastMap<u32, (PodName, Instant)>,
     /// Host-network processes' cgroups that belong to a pod.
-    by_cgroup: HashMap<u64, PodName>,
+    by_cgroup: FastMap<u64, PodName>,
     /// Host-network cgroups no pod claimed, and when to ask again.
-    host_cgroups: HashMap<u64, Instant>,
+    host_cgroups: FastMap<u64, Instant>,
     /// Namespaces the source could not name, when to ask again, and how
     /// long the wait after that will be (it doubles up to a minute).
-    unnamed: HashMap<u32, (PodName, Instant, Duration)>,
+    unnamed: FastMap<u32, (PodName, Instant, Duration)>,
     /// Times the source was asked (for tests: never per event).
     pub lookups: u64,
 }
@@ -150,10 +151,10 @@ impl Pods {
     pub fn new(source: Box<dyn PodSource>) -> Self {
         Self {
             source,
-            named: HashMap::new(),
-            by_cgroup: HashMap::new(),
-            host_cgroups: HashMap::new(),
-            unnamed: HashMap::new(),
+            named: FastMap::default(),
+            by_cgroup: FastMap::default(),
+            host_cgroups: FastMap::default(),
+            unnamed: FastMap::default(),
             lookups: 0,
         }
     }

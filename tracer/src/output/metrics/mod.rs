@@ -1,124 +1,37 @@
 //! The Prometheus metrics of DESIGN.md (prefix `conntracer_`), in
 //! OpenMetrics text via `prometheus-client`. Names are a contract.
-//! [`MetricsOutput`] feeds them from a session.
+//! [`MetricsOutput`] (in `feed`) feeds them from a session; `handles`
+//! keeps the per-event path cheap.
+
+mod feed;
+mod handles;
+mod labels;
 
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
-    sync::{Arc, Mutex, RwLock},
+    sync::Mutex,
 };
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
-    registry::Registry,
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info,
 };
+use prometheus_client::registry::Registry;
 
-use tracer_common::counters::Counter as KernelCounter;
+use tracer_common::event::{ResetSide, Role};
 
 use crate::{
-    analysis::{Labels, Observation, observation::side_name},
+    analysis::{
+        Labels, Observation,
+        naming::{LabelIds, PodId},
+        observation::side_name,
+    },
     events::role_name,
-    metadata::kubernetes::ClusterState,
-    probes::counters::CounterTotals,
-    session::{Flow, Output, State},
+    fastmap::{FastMap, FastSet},
 };
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct OpenedLabels {
-    pub namespace: String,
-    pub pod: String,
-    /// Empty without a cluster, and then not exported.
-    pub workload: String,
-    pub direction: String,
-    pub role: String,
-}
-
-impl EncodeLabelSet for OpenedLabels {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let mut pairs = vec![
-            ("namespace", self.namespace.as_str()),
-            ("pod", self.pod.as_str()),
-        ];
-        if !self.workload.is_empty() {
-            pairs.push(("workload", self.workload.as_str()));
-        }
-        pairs.push(("direction", self.direction.as_str()));
-        pairs.push(("role", self.role.as_str()));
-        pairs.as_slice().encode(encoder)
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerCauseLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub peer: String,
-    pub cause: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PodCauseLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub cause: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResetLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub side: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-    pub peer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub direction: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PodLabels {
-    pub namespace: String,
-    pub pod: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NameLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LabelLabels {
-    pub label: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeLabels {
-    pub probe: String,
-}
+pub use feed::MetricsOutput;
+use handles::Handles;
+pub use labels::*;
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -142,37 +55,71 @@ struct PodSeries {
     peer_idle_close: HashSet<PeerLabels>,
     lifetime: HashSet<DirectionLabels>,
     dns_answer_changes: HashSet<NameLabels>,
+    /// The pod ids its handles are cached under.
+    ids: FastSet<PodId>,
 }
 
 /// Namespace → pod → its series.
 type SeriesByPod = HashMap<String, HashMap<String, PodSeries>>;
 
+/// Every pod's series, and the handles cached for them: one lock.
+#[derive(Debug, Default)]
+struct Series {
+    by_pod: SeriesByPod,
+    handles: Handles,
+}
+
+/// `pod`'s series.
+fn of_pod<'a>(series: &'a mut SeriesByPod, (namespace, pod): (&str, &str)) -> &'a mut PodSeries {
+    // Looked up before an entry is made: no key String for known pods.
+    if !series.contains_key(namespace) {
+        series.insert(namespace.to_owned(), HashMap::new());
+    }
+    let pods = series.get_mut(namespace).expect("just made");
+    if !pods.contains_key(pod) {
+        pods.insert(pod.to_owned(), PodSeries::default());
+    }
+    pods.get_mut(pod).expect("just made")
+}
+
 /// Notes `labels` among `pod`'s series of the family `set` picks.
 fn remember<L: Clone + Hash + Eq>(
-    series: &Mutex<SeriesByPod>,
-    (namespace, pod): (&str, &str),
+    series: &mut SeriesByPod,
+    pod: (&str, &str),
     set: impl FnOnce(&mut PodSeries) -> &mut HashSet<L>,
     labels: &L,
 ) {
-    let mut series = series.lock().expect("series lock");
-    let pods = match series.get_mut(namespace) {
-        Some(pods) => pods,
-        None => series.entry(namespace.to_owned()).or_default(),
-    };
-    let of_pod = match pods.get_mut(pod) {
-        Some(of_pod) => of_pod,
-        None => pods.entry(pod.to_owned()).or_default(),
-    };
-    let set = set(of_pod);
+    let set = set(of_pod(series, pod));
     if !set.contains(labels) {
         set.insert(labels.clone());
     }
 }
 
+/// The handle cached under `key`, else the one `make` finds or creates (and
+/// notes among the pod's series), then cached under `key` if there is one.
+fn cached<K: Hash + Eq, M: Clone>(
+    by_pod: &mut SeriesByPod,
+    cache: &mut FastMap<K, M>,
+    key: Option<(K, PodId)>,
+    labels: &Labels,
+    make: impl FnOnce(&mut SeriesByPod) -> M,
+) -> M {
+    let Some((key, pod_id)) = key else {
+        return make(by_pod);
+    };
+    if let Some(handle) = cache.get(&key) {
+        return handle.clone();
+    }
+    let handle = make(by_pod);
+    of_pod(by_pod, pod_of(labels)).ids.insert(pod_id);
+    cache.insert(key, handle.clone());
+    handle
+}
+
 pub struct Metrics {
     pub registry: Registry,
-    /// Every pod's series (the pod-labelled families).
-    series: Mutex<SeriesByPod>,
+    /// Every pod's series (the pod-labelled families), and cached handles.
+    series: Mutex<Series>,
     pub connections_opened: Family<OpenedLabels, Counter>,
     pub connection_failures: Family<PeerCauseLabels, Counter>,
     pub stale_connection_failures: Family<PeerCauseLabels, Counter>,
@@ -377,67 +324,70 @@ impl Metrics {
     }
 
     pub fn observe(&self, obs: &Observation) {
+        let mut guard = self.series.lock().expect("series lock");
+        let series = &mut *guard;
         match obs {
-            Observation::Opened { labels, role } => {
-                let l = OpenedLabels {
-                    namespace: labels.namespace.clone(),
-                    pod: labels.pod.clone(),
-                    workload: labels.workload.clone().unwrap_or_default(),
-                    direction: labels.direction.as_str().to_owned(),
-                    role: role_name(*role).unwrap_or("unknown").to_owned(),
-                };
-                self.connections_opened.get_or_create(&l).inc();
-                remember(&self.series, pod_of(labels), |s| &mut s.opened, &l);
-            }
+            Observation::Opened { labels, role } => self.opened(series, labels, *role),
             Observation::Reset {
                 labels,
                 side,
                 reason,
-            } => {
-                let l = ResetLabels {
-                    namespace: labels.namespace.clone(),
-                    pod: labels.pod.clone(),
-                    direction: labels.direction.as_str().to_owned(),
-                    side: side_name(*side).unwrap_or("unknown").to_owned(),
-                    reason: reason.clone(),
-                };
-                self.resets.get_or_create(&l).inc();
-                remember(&self.series, pod_of(labels), |s| &mut s.resets, &l);
-            }
+            } => self.reset(series, labels, *side, reason),
             Observation::Reuse { labels, idle } => {
-                let l = peer_labels(labels);
-                self.idle_before_reuse
-                    .get_or_create(&l)
-                    .observe(idle.as_secs_f64());
-                remember(
-                    &self.series,
-                    pod_of(labels),
-                    |s| &mut s.idle_before_reuse,
-                    &l,
-                );
+                let key = labels.ids.map(|ids| ((ids, labels.direction), ids.pod));
+                let by_pod = &mut series.by_pod;
+                cached(
+                    by_pod,
+                    &mut series.handles.idle_before_reuse,
+                    key,
+                    labels,
+                    |by_pod| {
+                        let l = peer_labels(labels);
+                        remember(by_pod, pod_of(labels), |s| &mut s.idle_before_reuse, &l);
+                        Histogram::clone(&self.idle_before_reuse.get_or_create(&l))
+                    },
+                )
+                .observe(idle.as_secs_f64());
             }
             Observation::Closed {
                 labels,
                 lifetime,
                 peer_idle_close,
             } => {
+                let by_pod = &mut series.by_pod;
                 if let Some(lifetime) = lifetime {
-                    let l = DirectionLabels {
-                        namespace: labels.namespace.clone(),
-                        pod: labels.pod.clone(),
-                        direction: labels.direction.as_str().to_owned(),
-                    };
-                    self.connection_lifetime
-                        .get_or_create(&l)
-                        .observe(lifetime.as_secs_f64());
-                    remember(&self.series, pod_of(labels), |s| &mut s.lifetime, &l);
+                    let key = labels.ids.map(|ids| ((ids.pod, labels.direction), ids.pod));
+                    cached(
+                        by_pod,
+                        &mut series.handles.lifetime,
+                        key,
+                        labels,
+                        |by_pod| {
+                            let l = DirectionLabels {
+                                namespace: labels.namespace.clone(),
+                                pod: labels.pod.clone(),
+                                direction: labels.direction.as_str().to_owned(),
+                            };
+                            remember(by_pod, pod_of(labels), |s| &mut s.lifetime, &l);
+                            Histogram::clone(&self.connection_lifetime.get_or_create(&l))
+                        },
+                    )
+                    .observe(lifetime.as_secs_f64());
                 }
                 if let Some(idle) = peer_idle_close {
-                    let l = peer_labels(labels);
-                    self.peer_idle_close
-                        .get_or_create(&l)
-                        .observe(idle.as_secs_f64());
-                    remember(&self.series, pod_of(labels), |s| &mut s.peer_idle_close, &l);
+                    let key = labels.ids.map(|ids| ((ids, labels.direction), ids.pod));
+                    cached(
+                        by_pod,
+                        &mut series.handles.peer_idle_close,
+                        key,
+                        labels,
+                        |by_pod| {
+                            let l = peer_labels(labels);
+                            remember(by_pod, pod_of(labels), |s| &mut s.peer_idle_close, &l);
+                            Histogram::clone(&self.peer_idle_close.get_or_create(&l))
+                        },
+                    )
+                    .observe(idle.as_secs_f64());
                 }
             }
             Observation::Failure(f) => {
@@ -450,10 +400,10 @@ impl Metrics {
                 };
                 self.connection_failures.get_or_create(&l).inc();
                 let pod = (f.namespace.as_str(), f.pod.as_str());
-                remember(&self.series, pod, |s| &mut s.failures, &l);
+                remember(&mut series.by_pod, pod, |s| &mut s.failures, &l);
                 if f.stale {
                     self.stale_connection_failures.get_or_create(&l).inc();
-                    remember(&self.series, pod, |s| &mut s.stale_failures, &l);
+                    remember(&mut series.by_pod, pod, |s| &mut s.stale_failures, &l);
                 }
             }
             Observation::Dns(d) => {
@@ -465,7 +415,7 @@ impl Metrics {
                     };
                     self.dns_answer_changes.get_or_create(&l).inc();
                     let pod = (d.namespace.as_str(), d.pod.as_str());
-                    remember(&self.series, pod, |s| &mut s.dns_answer_changes, &l);
+                    remember(&mut series.by_pod, pod, |s| &mut s.dns_answer_changes, &l);
                 }
             }
             Observation::Http503(h) => {
@@ -476,26 +426,86 @@ impl Metrics {
                 };
                 self.http_503.get_or_create(&l).inc();
                 let pod = (h.namespace.as_str(), h.pod.as_str());
-                remember(&self.series, pod, |s| &mut s.http_503, &l);
+                remember(&mut series.by_pod, pod, |s| &mut s.http_503, &l);
             }
-            Observation::PodForgotten { namespace, pod } => self.forget(namespace, pod),
+            Observation::PodForgotten { namespace, pod } => self.forget(series, namespace, pod),
         }
     }
 
-    /// Removes every series of a pod that gave its label's place.
-    fn forget(&self, namespace: &str, pod: &str) {
-        let gone = {
-            let mut series = self.series.lock().expect("series lock");
-            let Some(pods) = series.get_mut(namespace) else {
-                return;
-            };
-            let gone = pods.remove(pod);
-            if pods.is_empty() {
-                series.remove(namespace);
-            }
-            gone
+    fn opened(&self, series: &mut Series, labels: &Labels, role: Role) {
+        let key = labels
+            .ids
+            .map(|ids| (ids.pod, labels.direction, role as u8));
+        if let Some(key) = key
+            && let Some((workload, counter)) = series.handles.opened.get(&key)
+            && *workload == labels.workload
+        {
+            counter.inc();
+            return;
+        }
+        let l = OpenedLabels {
+            namespace: labels.namespace.clone(),
+            pod: labels.pod.clone(),
+            workload: labels.workload.clone().unwrap_or_default(),
+            direction: labels.direction.as_str().to_owned(),
+            role: role_name(role).unwrap_or("unknown").to_owned(),
         };
+        let counter = Counter::clone(&self.connections_opened.get_or_create(&l));
+        counter.inc();
+        remember(&mut series.by_pod, pod_of(labels), |s| &mut s.opened, &l);
+        if let (Some(key), Some(LabelIds { pod, .. })) = (key, labels.ids) {
+            of_pod(&mut series.by_pod, pod_of(labels)).ids.insert(pod);
+            series
+                .handles
+                .opened
+                .insert(key, (labels.workload.clone(), counter));
+        }
+    }
+
+    fn reset(&self, series: &mut Series, labels: &Labels, side: ResetSide, reason: &str) {
+        let key = labels
+            .ids
+            .map(|ids| (ids.pod, labels.direction, side as u8));
+        if let Some(counter) = key
+            .and_then(|key| series.handles.resets.get(&key))
+            .and_then(|reasons| reasons.get(reason))
+        {
+            counter.inc();
+            return;
+        }
+        let l = ResetLabels {
+            namespace: labels.namespace.clone(),
+            pod: labels.pod.clone(),
+            direction: labels.direction.as_str().to_owned(),
+            side: side_name(side).unwrap_or("unknown").to_owned(),
+            reason: reason.to_owned(),
+        };
+        let counter = Counter::clone(&self.resets.get_or_create(&l));
+        counter.inc();
+        remember(&mut series.by_pod, pod_of(labels), |s| &mut s.resets, &l);
+        if let (Some(key), Some(LabelIds { pod, .. })) = (key, labels.ids) {
+            of_pod(&mut series.by_pod, pod_of(labels)).ids.insert(pod);
+            series
+                .handles
+                .resets
+                .entry(key)
+                .or_default()
+                .insert(reason.to_owned(), counter);
+        }
+    }
+
+    /// Removes every series of a pod that gave its label's place, and the
+    /// handles cached for them.
+    fn forget(&self, series: &mut Series, namespace: &str, pod: &str) {
+        let Some(pods) = series.by_pod.get_mut(namespace) else {
+            return;
+        };
+        let gone = pods.remove(pod);
+        if pods.is_empty() {
+            series.by_pod.remove(namespace);
+        }
         let Some(s) = gone else { return };
+        series.handles.forget(&s.ids);
         for l in &s.opened {
             self.connections_opened.remove(l);
         }
@@ -546,171 +556,106 @@ fn peer_labels(l: &Labels) -> PeerLabels {
     }
 }
 
-/// Keeps the registry current from a session: observations as they come,
-/// gauges and kernel counters after each drain.
-pub struct MetricsOutput {
-    metrics: Arc<Metrics>,
-    /// The Kubernetes picture, when pods are named from it.
-    kubernetes: Option<Arc<RwLock<ClusterState>>>,
-    /// Totals already added to the counters.
-    kernel_before: CounterTotals,
-    table_evicted_before: u64,
-}
-
-impl MetricsOutput {
-    pub fn new(metrics: Arc<Metrics>, kubernetes: Option<Arc<RwLock<ClusterState>>>) -> Self {
-        Self {
-            metrics,
-            kubernetes,
-            kernel_before: CounterTotals::default(),
-            table_evicted_before: 0,
-        }
-    }
-}
-
-/// Raises a counter to `total` (counters only go up).
-fn raise_to(counter: &Counter, total: u64) {
-    counter.inc_by(total.saturating_sub(counter.get()));
-}
-
-impl Output for MetricsOutput {
-    fn observation(&mut self, observation: &Observation) {
-        self.metrics.observe(observation);
-    }
-
-    fn drained(&mut self, state: &State<'_>) -> std::io::Result<Flow> {
-        let m = &self.metrics;
-        let p = state.pipeline;
-        let (now, before) = (&state.kernel, &self.kernel_before);
-        m.events_lost.inc_by(
-            now.get(KernelCounter::EventsLost)
-                .saturating_sub(before.get(KernelCounter::EventsLost)),
-        );
-        let evicted = |t: &CounterTotals| {
-            t.get(KernelCounter::UntrackedClose) + t.get(KernelCounter::SockMapFull)
-        };
-        m.map_evictions.inc_by(
-            evicted(now).saturating_sub(evicted(before)) + p.table.evicted
-                - self.table_evicted_before,
-        );
-        self.table_evicted_before = p.table.evicted;
-        raise_to(&m.connections_expired, p.table.expired);
-        if let Some(cluster) = &self.kubernetes {
-            let cluster = cluster.read().expect("cluster lock");
-            m.kubernetes_synced.set(i64::from(
-                cluster.synced() && cluster.failures().next().is_none(),
-            ));
-        }
-        self.kernel_before = state.kernel;
-        raise_to(&m.seeded_connections, p.seeded.connections);
-        raise_to(&m.seeded_listeners, p.seeded.listeners);
-        m.tracked_connections.set(p.table.len() as i64);
-
-        let stale = p.analysis.open_to_stale_dns(p.table.iter(), state.now_ns);
-        m.open_to_stale_dns.clear();
-        for ((pod, name), n) in stale {
-            m.open_to_stale_dns
-                .get_or_create(&NameLabels {
-                    namespace: pod.namespace,
-                    pod: pod.pod,
-                    name,
-                })
-                .set(n as i64);
-        }
-        let terminating = p.analysis.open_to_terminating(p.table.iter());
-        m.open_to_terminating.clear();
-        for (pod, n) in terminating {
-            m.open_to_terminating
-                .get_or_create(&PodLabels {
-                    namespace: pod.namespace,
-                    pod: pod.pod,
-                })
-                .set(n as i64);
-        }
-        if let Some(usage) = ProcessUsage::read() {
-            let cpu = &m.process_cpu_seconds;
-            cpu.inc_by((usage.cpu_seconds - cpu.get()).max(0.0));
-            m.process_resident_memory.set(usage.resident_bytes as i64);
-        }
-        let overflows = p.analysis.label_overflows();
-        for (label, total) in [
-            ("pod", overflows.pods),
-            ("peer", overflows.peers),
-            ("name", overflows.names),
-        ] {
-            raise_to(
-                &m.label_overflows.get_or_create(&LabelLabels {
-                    label: label.to_owned(),
-                }),
-                total,
-            );
-        }
-        raise_to(&m.findings_dropped, p.analysis.findings_dropped());
-        let skipped = p.skipped;
-        for (family, reason, total) in [
-            (&m.dns_skipped, "malformed", skipped.dns_malformed),
-            (&m.dns_skipped, "truncated", skipped.dns_truncated),
-            (&m.dns_skipped, "forwarded", skipped.dns_forwarded),
-            (&m.records_skipped, "short", state.short_records),
-            (&m.records_skipped, "unknown_kind", skipped.unknown_kind),
-        ] {
-            raise_to(
-                &family.get_or_create(&ReasonLabels {
-                    reason: reason.to_owned(),
-                }),
-                total,
-            );
-        }
-        Ok(Flow::Continue)
-    }
-}
-
-/// The daemon's own CPU time and resident memory, from /proc/self.
-struct ProcessUsage {
-    cpu_seconds: f64,
-    resident_bytes: u64,
-}
-
-impl ProcessUsage {
-    fn read() -> Option<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let (ticks, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_CLK_TCK),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the parenthesised command name: utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        Some(Self {
-            cpu_seconds: (utime + stime) / ticks.max(1) as f64,
-            resident_bytes: resident * page.max(1) as u64,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analysis::direction::Direction;
-    use tracer_common::event::Role;
+    use std::time::Duration;
+
+    fn labels(pod: &str, id: PodId) -> Labels {
+        Labels {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            workload: None,
+            direction: Direction::Outbound,
+            peer: "port-80".into(),
+            ids: Some(LabelIds { pod: id, peer: 0 }),
+        }
+    }
 
     fn opened(pod: &str) -> Observation {
+        let id = if pod == "cart" { 1 } else { 2 };
         Observation::Opened {
-            labels: Labels {
-                namespace: "shop".into(),
-                pod: pod.into(),
-                workload: None,
-                direction: Direction::Outbound,
-                peer: "port-80".into(),
-            },
+            labels: labels(pod, id),
             role: Role::Client,
         }
+    }
+
+    fn series(m: &Metrics, line_start: &str) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with(line_start))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_exported_series_until_the_pod_goes() {
+        let m = Metrics::new("0", "6.1", &[], false);
+        let closed = |pod: &str, id| Observation::Closed {
+            labels: labels(pod, id),
+            lifetime: Some(Duration::from_secs(2)),
+            peer_idle_close: Some(Duration::from_secs(5)),
+        };
+        for _ in 0..3 {
+            m.observe(&opened("cart"));
+            m.observe(&closed("cart", 1));
+            m.observe(&Observation::Reuse {
+                labels: labels("cart", 1),
+                idle: Duration::from_secs(1),
+            });
+            m.observe(&Observation::Reset {
+                labels: labels("cart", 1),
+                side: ResetSide::Received,
+                reason: "peer".into(),
+            });
+        }
+        assert_eq!(
+            series(&m, "conntracer_connections_opened_total{"),
+            [
+                "conntracer_connections_opened_total{namespace=\"shop\",pod=\"cart\",direction=\"outbound\",role=\"client\"} 3"
+            ]
+        );
+        assert!(
+            series(&m, "conntracer_resets_total{")[0].ends_with(" 3"),
+            "{:?}",
+            series(&m, "conntracer_resets_total{")
+        );
+        for family in [
+            "conntracer_connection_lifetime_seconds_count{",
+            "conntracer_peer_idle_close_seconds_count{",
+            "conntracer_idle_before_reuse_seconds_count{",
+        ] {
+            let found = series(&m, family);
+            assert!(found.len() == 1 && found[0].ends_with(" 3"), "{found:?}");
+        }
+        assert_eq!(m.series.lock().unwrap().handles.len(), 5);
+        m.observe(&Observation::PodForgotten {
+            namespace: "shop".into(),
+            pod: "cart".into(),
+        });
+        assert_eq!(m.series.lock().unwrap().handles.len(), 0, "dropped");
+        // Labelled again (a new id): a new series from zero, not the old one revived.
+        m.observe(&Observation::Opened {
+            labels: labels("cart", 7),
+            role: Role::Client,
+        });
+        assert!(series(&m, "conntracer_connections_opened_total{")[0].ends_with(" 1"));
+    }
+
+    #[test]
+    fn a_workload_named_later_makes_its_own_series() {
+        let m = Metrics::new("0", "6.1", &[], false);
+        m.observe(&opened("cart"));
+        let mut named = labels("cart", 1);
+        named.workload = Some("cart".into());
+        m.observe(&Observation::Opened {
+            labels: named,
+            role: Role::Client,
+        });
+        let found = series(&m, "conntracer_connections_opened_total{");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|l| l.contains("workload=\"cart\"")));
     }
 
     #[test]
