@@ -228,7 +228,9 @@ pub fn points(targets: &[u32], conntracer: &Path, net: &Network) -> Result<Vec<V
             let last = std::mem::replace(&mut now, tracked());
             still = if now == last { still + 1 } else { 0 };
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // Past one audit round of the daemon (every 10 s), when it also hands
+        // freed heap back: its steady state, not the rehash peak of the burst.
+        std::thread::sleep(Duration::from_secs(11));
         let mut point = json!({
             "connections": opened,
             "tracked": tracked(),
@@ -241,8 +243,8 @@ pub fn points(targets: &[u32], conntracer: &Path, net: &Network) -> Result<Vec<V
         // Before the holders go: closing them all at once is a burst of its own.
         point["events_lost"] = json!(
             crate::lab::scrape::metrics(tracers::DAEMON.parse().expect("addr"))
-                .map(|m| crate::lab::scrape::sum(&m, "conntracer_events_lost_total", &[]))
-                .unwrap_or(0.0)
+                .map(|m| crate::lab::scrape::sum(&m, "conntracer_events_lost_total", &[]) as u64)
+                .ok()
         );
         drop(holders);
         daemon.stop("bench");
