@@ -56,7 +56,13 @@ enum Cmd {
         /// half-way, sampled every 10 s; results under bench/results/.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
         soak: Option<u64>,
+        /// Only the daemon's memory against open connections (no rounds).
+        #[arg(long)]
+        memory_only: bool,
     },
+    /// Internal to the bench: one child process holding connections open.
+    #[command(hide = true)]
+    BenchHold(bench::memory::HoldArgs),
     /// Check deploy/: manifests against the Kubernetes schemas, alert rules with promtool.
     Deploy,
     /// Every test: formatting, lints, unit tests, kernel tests with real traffic, the lab, deploy/.
@@ -176,13 +182,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { quick, soak: None } => {
+        Cmd::Bench {
+            quick,
+            soak: None,
+            memory_only,
+        } => {
             setup::all()?;
-            if !quick {
+            if !quick && !memory_only {
                 setup::bench_peers()?;
             }
-            bench::run(quick)
+            bench::run(quick, memory_only)
         }
+        Cmd::BenchHold(args) => bench::memory::hold(args),
         Cmd::Deploy => {
             setup::test_prerequisites()?;
             let (_, failed) = deploy::check()?;

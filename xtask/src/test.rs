@@ -81,7 +81,7 @@ pub fn all(lint: bool) -> Result<()> {
     }
     // The reduced bench, so it cannot rot: its figures are reported, never
     // judged, and it is not counted as a test.
-    crate::bench::run(true)?;
+    crate::bench::run(true, false)?;
     println!("bench --quick: ran (figures above are reported, not judged; not counted)");
     // The short soak: nothing lost, nothing stuck, a SIGKILL survived.
     println!("\n=== soak (60 s): mixed load, SIGKILL and restart, sampled every 10 s");

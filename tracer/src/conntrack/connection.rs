@@ -1,14 +1,11 @@
 //! One tracked connection.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tracer_common::event::{ConnStats, Role, flags};
 
 use super::EndReason;
 use crate::events::{Event, Family, Process};
-
-/// How many reuse gaps a connection remembers (the newest ones).
-pub const REUSE_HISTORY: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -16,14 +13,13 @@ pub struct Connection {
     pub id: u64,
     pub netns: u32,
     pub role: Role,
-    pub process: Process,
+    /// Shared by the connections of one process (the table interns it).
+    pub process: Arc<Process>,
     pub family: Family,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The kernel's latest view (timestamps in monotonic ns, counters).
     pub stats: ConnStats,
-    /// Idle gap before each reported reuse, oldest first (bounded).
-    pub reuse_idles: Vec<Duration>,
     /// Set once it is closed.
     pub end: Option<EndReason>,
 }
@@ -34,16 +30,20 @@ fn gap(from_ns: u64, to_ns: u64) -> Option<Duration> {
 
 impl Connection {
     pub fn from_event(id: u64, ev: &Event) -> Self {
+        Self::with_process(id, ev, Arc::new(ev.process.clone()))
+    }
+
+    /// With `process` for the event's own (shared).
+    pub fn with_process(id: u64, ev: &Event, process: Arc<Process>) -> Self {
         Self {
             id,
             netns: ev.netns,
             role: ev.role,
-            process: ev.process.clone(),
+            process,
             family: ev.family,
             local: ev.local,
             remote: ev.remote,
             stats: ev.stats,
-            reuse_idles: Vec::new(),
             end: None,
         }
     }
@@ -51,20 +51,13 @@ impl Connection {
     /// Refresh from a newer event about the same socket.
     pub fn update(&mut self, ev: &Event) {
         self.stats = ev.stats;
-        if ev.process.pid != 0 {
-            self.process = ev.process.clone();
+        if ev.process.pid != 0 && *self.process != ev.process {
+            self.process = Arc::new(ev.process.clone());
         }
         if ev.local.port() != 0 {
             self.local = ev.local;
             self.remote = ev.remote;
         }
-    }
-
-    pub fn record_reuse(&mut self, idle: Duration) {
-        if self.reuse_idles.len() == REUSE_HISTORY {
-            self.reuse_idles.remove(0);
-        }
-        self.reuse_idles.push(idle);
     }
 
     /// When it became usable: established, or the attempt's start if it never was.

@@ -1,6 +1,6 @@
 //! The connection table: every TCP connection the probes follow, with the
 //! connection model of DESIGN.md (role, addresses, timestamps, activity,
-//! idle before each reuse, how it ended).
+//! idle before the latest reuse, how it ended).
 
 pub mod connection;
 pub mod end;

@@ -2,6 +2,7 @@
 //! with the tracers users know, as ratios against a baseline taken in the same
 //! run, in interleaved rounds. Writes JSON and markdown to `bench/results/`.
 
+pub(crate) mod memory;
 mod report;
 mod tracers;
 pub(crate) mod workload;
@@ -22,13 +23,16 @@ pub struct Plan {
     pub request_response: u32,
     pub churn_rates: Vec<u32>,
     pub churn_seconds: f64,
-    pub idle_connections: u32,
+    /// Tracked sockets (two per connection) at which daemon memory is measured.
+    pub memory_points: Vec<u32>,
+    /// Only the memory points, no rounds.
+    pub memory_only: bool,
     pub tracers: Vec<Tracer>,
 }
 
 impl Plan {
-    fn new(quick: bool) -> Self {
-        if quick {
+    fn new(quick: bool, memory_only: bool) -> Self {
+        let plan = if quick {
             Self {
                 quick,
                 rounds: 3,
@@ -36,7 +40,8 @@ impl Plan {
                 request_response: 8_000,
                 churn_rates: vec![1_000],
                 churn_seconds: 1.0,
-                idle_connections: 5_000,
+                memory_points: vec![10_000],
+                memory_only,
                 tracers: vec![Tracer::None, Tracer::Trace, Tracer::Daemon],
             }
         } else {
@@ -47,7 +52,8 @@ impl Plan {
                 request_response: 40_000,
                 churn_rates: vec![1_000, 5_000, 20_000],
                 churn_seconds: 2.0,
-                idle_connections: 100_000,
+                memory_points: vec![10_000, 50_000, 100_000, 200_000],
+                memory_only,
                 tracers: vec![
                     Tracer::None,
                     Tracer::Trace,
@@ -57,6 +63,11 @@ impl Plan {
                     Tracer::Bpftrace,
                 ],
             }
+        };
+        if memory_only {
+            Self { rounds: 0, ..plan }
+        } else {
+            plan
         }
     }
 }
@@ -124,25 +135,15 @@ pub struct Sample {
     pub bpf: Vec<(String, u64, u64)>,
 }
 
-pub fn run(quick: bool) -> Result<()> {
-    let plan = Plan::new(quick);
+pub fn run(quick: bool, memory_only: bool) -> Result<()> {
+    let plan = Plan::new(quick, memory_only);
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace")?
         .to_path_buf();
     crate::build_release()?;
     let conntracer = workspace.join("target/release/conntracer");
-    let fds = raise_fd_limit();
-    // Both ends of every idle connection live in this process.
-    let fit = u32::try_from(fds.saturating_sub(2_000) / 2).unwrap_or(u32::MAX);
-    let mut plan = plan;
-    if plan.idle_connections > fit {
-        eprintln!(
-            "bench: RLIMIT_NOFILE allows {fds} files: holding {fit} idle connections instead of {}",
-            plan.idle_connections
-        );
-        plan.idle_connections = fit;
-    }
+    raise_fd_limit();
     let _stats = BpfStatsSwitch::enable()?;
     let _latency = CpuLatencyHold::hold();
     let net = Network::new("bench", 250)?;
@@ -235,20 +236,24 @@ pub fn run(quick: bool) -> Result<()> {
         }
     }
 
-    eprintln!(
-        "bench: {} idle connections under conntracer daemon",
-        plan.idle_connections
-    );
-    let mut idle = idle_memory(&plan, &conntracer, &mut endpoints)?;
-    idle["open_file_limit"] = json!(fds);
-    let decode = decode_throughput(plan.quick).unwrap_or_else(|e| {
-        eprintln!("bench: userspace throughput not measured: {e:#}");
+    let memory = Value::Array(memory::points(&plan.memory_points, &conntracer, &net)?);
+    let decode = if plan.memory_only {
         0.0
-    });
-    let results = report::Results::new(&plan, samples, losses, idle, decode);
+    } else {
+        decode_throughput(plan.quick).unwrap_or_else(|e| {
+            eprintln!("bench: userspace throughput not measured: {e:#}");
+            0.0
+        })
+    };
+    let results = report::Results::new(&plan, samples, losses, memory, decode);
     let dir = workspace.join("bench/results");
     std::fs::create_dir_all(&dir)?;
-    let stem = format!("{}-{}", today(), if plan.quick { "quick" } else { "full" });
+    let mode = match (plan.memory_only, plan.quick) {
+        (true, _) => "memory",
+        (false, true) => "quick",
+        (false, false) => "full",
+    };
+    let stem = format!("{}-{mode}", today());
     let json_path = dir.join(format!("{stem}.json"));
     let md_path = dir.join(format!("{stem}.md"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&results.json())?)?;
@@ -292,39 +297,6 @@ fn bpf_delta(
         .collect()
 }
 
-fn idle_memory(
-    plan: &Plan,
-    conntracer: &Path,
-    endpoints: &mut dyn FnMut() -> Endpoints,
-) -> Result<Value> {
-    // Both ends of every connection are tracked: room for twice the connections.
-    let capacity = (plan.idle_connections * 2 + 16_384).to_string();
-    let daemon = Running::start(
-        Tracer::Daemon,
-        conntracer,
-        "bench",
-        &["--max-connections", &capacity],
-    )?;
-    let rss_before = daemon.rss_mib();
-    let ep = endpoints();
-    let mut at_peak = (0.0, 0.0, 0.0);
-    let opened = workload::idle_connections(&ep, plan.idle_connections, || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let tracked = crate::lab::scrape::metrics(tracers::DAEMON.parse().expect("addr"))
-            .map(|m| crate::lab::scrape::sum(&m, "conntracer_tracked_connections", &[]))
-            .unwrap_or(0.0);
-        at_peak = (daemon.rss_mib(), daemon.map_mib(), tracked);
-    })?;
-    daemon.stop("bench");
-    Ok(json!({
-        "connections_opened": opened,
-        "tracked_connections": at_peak.2,
-        "daemon_rss_mib_before": rss_before,
-        "daemon_rss_mib": at_peak.0,
-        "map_memlock_mib": at_peak.1,
-    }))
-}
-
 fn decode_throughput(quick: bool) -> Result<f64> {
     let n = if quick { "300000" } else { "3000000" };
     let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -348,7 +320,7 @@ fn decode_throughput(quick: bool) -> Result<f64> {
 
 /// Raises the open-file limit as far as allowed and returns it. Without
 /// CAP_SYS_RESOURCE the hard limit is the ceiling.
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

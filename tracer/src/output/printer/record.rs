@@ -142,7 +142,7 @@ impl RecordBuilder {
         };
         // A closed connection carries the best-known owner and addresses.
         let (process, local, remote) = match closed {
-            Some(c) => (&c.process, c.local, c.remote),
+            Some(c) => (&*c.process, c.local, c.remote),
             None => (&ev.process, ev.local, ev.remote),
         };
         let mut record = TraceRecord {
