@@ -17,6 +17,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
     ("g++", "g++"),
+    // Text in the bench's PNG charts (plotters reads the font at run time).
+    (crate::bench::plot::FONT_FILE, "fonts-dejavu-core"),
 ];
 
 /// What `cargo xtask vm` boots the kernels with (command or file → package).

@@ -1,19 +1,23 @@
 //! `cargo xtask bench [--quick]`: overhead, throughput and memory, side by side
 //! with the tracers users know, as ratios against a baseline taken in the same
-//! run, in interleaved rounds. Writes JSON and markdown to `bench/results/`.
+//! run, in paired rounds (see `paired`). Writes JSON, markdown and PNG charts
+//! to `bench/results/`.
 
 pub(crate) mod memory;
+mod paired;
+pub(crate) mod plot;
 mod report;
+mod targets;
 mod tracers;
 pub(crate) mod workload;
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::lab::net::Network;
-use tracers::{Running, Tracer, bpf_stats};
+use tracers::Tracer;
 use workload::Endpoints;
 
 pub struct Plan {
@@ -32,30 +36,31 @@ pub struct Plan {
 
 impl Plan {
     fn new(quick: bool, memory_only: bool) -> Self {
-        let plan = if quick {
+        let mut plan = if quick {
             Self {
                 quick,
                 rounds: 3,
                 connect_close: 3_000,
-                request_response: 8_000,
+                request_response: 20_000,
                 churn_rates: vec![1_000],
                 churn_seconds: 1.0,
                 memory_points: vec![10_000],
                 memory_only,
-                tracers: vec![Tracer::None, Tracer::Trace, Tracer::Daemon],
+                tracers: vec![Tracer::Trace, Tracer::Daemon],
             }
         } else {
             Self {
                 quick,
-                rounds: 3,
+                rounds: 10,
                 connect_close: 10_000,
-                request_response: 40_000,
+                // Long enough that tcplife, which does not hook the data
+                // path, measures 1.00 ± 0.02 here (the run says if not).
+                request_response: 400_000,
                 churn_rates: vec![1_000, 5_000, 20_000],
                 churn_seconds: 2.0,
                 memory_points: vec![10_000, 50_000, 100_000, 200_000],
                 memory_only,
                 tracers: vec![
-                    Tracer::None,
                     Tracer::Trace,
                     Tracer::Daemon,
                     Tracer::Tcplife,
@@ -65,10 +70,21 @@ impl Plan {
             }
         };
         if memory_only {
-            Self { rounds: 0, ..plan }
-        } else {
-            plan
+            plan.rounds = 0;
         }
+        // Hidden, for shorter checks of the bench itself.
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        if let Some(rounds) = env("CONNTRACER_BENCH_ROUNDS") {
+            plan.rounds = rounds;
+        }
+        if let Some(n) = env("CONNTRACER_BENCH_REQUESTS") {
+            plan.request_response = n;
+        }
+        if let Ok(only) = std::env::var("CONNTRACER_BENCH_TRACERS") {
+            plan.tracers
+                .retain(|t| only.split(',').any(|o| t.name().contains(o)));
+        }
+        plan
     }
 }
 
@@ -120,21 +136,6 @@ impl CpuLatencyHold {
     }
 }
 
-/// One measurement of one workload under one tracer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Sample {
-    pub workload: String,
-    pub tracer: &'static str,
-    pub round: u32,
-    /// Operations per second (connections or round trips).
-    pub rate: f64,
-    pub tracer_cpu_seconds: f64,
-    /// Lifecycle events the kernel produced (4 per connection: connect, accept, two closes).
-    pub events: u64,
-    /// Per program: (name, runs, total ns) during this workload.
-    pub bpf: Vec<(String, u64, u64)>,
-}
-
 pub fn run(quick: bool, memory_only: bool) -> Result<()> {
     let plan = Plan::new(quick, memory_only);
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -163,7 +164,8 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
     let namespace = "bench";
     let mut port = 20_000u16;
     let mut endpoints = || {
-        port += 10;
+        // Ten ports per run (idle connections use a few); wrap before the top.
+        port = if port >= 60_000 { 20_010 } else { port + 10 };
         Endpoints {
             client_ns: net.frontend.netns.clone(),
             server_ns: net.cart.netns.clone(),
@@ -171,70 +173,7 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
         }
     };
 
-    let mut samples = Vec::new();
-    let mut losses: Vec<Value> = Vec::new();
-    for round in 0..plan.rounds {
-        // Rotate the order each round so no tracer always runs first or last.
-        let mut order = plan.tracers.clone();
-        let shift = round as usize % order.len();
-        order.rotate_left(shift);
-        for tracer in order {
-            eprintln!(
-                "bench: round {}/{} {}",
-                round + 1,
-                plan.rounds,
-                tracer.name()
-            );
-            let before_ids: Vec<u32> = bpf_stats().iter().map(|p| p.0).collect();
-            let running = Running::start(tracer, &conntracer, namespace, &[])?;
-            let mut made = 0u64;
-            let mut measure =
-                |name: String, f: &mut dyn FnMut() -> Result<(f64, u64)>| -> Result<()> {
-                    let cpu0 = running.cpu_seconds();
-                    let bpf0 = bpf_stats();
-                    let (rate, connections) = f()?;
-                    let bpf1 = bpf_stats();
-                    made += connections;
-                    // A few long-lived connections carry no lifecycle events to speak
-                    // of: no CPU-per-event figure for them.
-                    let lifecycle = connections > 100;
-                    samples.push(Sample {
-                        workload: name,
-                        tracer: tracer.name(),
-                        round,
-                        rate,
-                        tracer_cpu_seconds: running.cpu_seconds() - cpu0,
-                        events: if lifecycle { connections * 4 } else { 0 },
-                        bpf: bpf_delta(&bpf0, &bpf1, &before_ids),
-                    });
-                    Ok(())
-                };
-            let n = plan.connect_close;
-            let ep = endpoints();
-            measure("connect_accept_close".into(), &mut || {
-                Ok((workload::connect_close(&ep, n)?, u64::from(n)))
-            })?;
-            let n = plan.request_response;
-            let ep = endpoints();
-            measure("request_response".into(), &mut || {
-                Ok((workload::request_response(&ep, 4, n)?, 4))
-            })?;
-            for &rate in &plan.churn_rates {
-                let ep = endpoints();
-                let seconds = plan.churn_seconds;
-                measure(format!("churn_{rate}_per_s"), &mut || {
-                    let made = workload::churn(&ep, rate, seconds)?;
-                    Ok((made as f64 / seconds, made))
-                })?;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            let (lost, seen) = running.stop(namespace);
-            losses.push(json!({
-                "tracer": tracer.name(), "round": round, "connections": made, "expected_events": made * 4,
-                "events_lost": lost, "connections_seen": seen,
-            }));
-        }
-    }
+    let (pairs, losses) = paired::run(&plan, &conntracer, namespace, &mut endpoints)?;
 
     let memory = Value::Array(memory::points(&plan.memory_points, &conntracer, &net)?);
     let decode = if plan.memory_only {
@@ -245,7 +184,7 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
             0.0
         })
     };
-    let results = report::Results::new(&plan, samples, losses, memory, decode);
+    let results = report::Results::new(&plan, pairs, losses, memory, decode);
     let dir = workspace.join("bench/results");
     std::fs::create_dir_all(&dir)?;
     let mode = match (plan.memory_only, plan.quick) {
@@ -265,6 +204,16 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
         rel(&json_path, &workspace),
         rel(&md_path, &workspace)
     );
+    // Charts are a view of the results above: failing to draw them is said,
+    // not fatal.
+    match results.plots(&dir, &stem) {
+        Ok(paths) => {
+            for p in paths {
+                println!("bench: wrote {}", rel(&p, &workspace));
+            }
+        }
+        Err(e) => eprintln!("bench: charts not drawn: {e:#}"),
+    }
     Ok(())
 }
 
@@ -279,22 +228,6 @@ fn today() -> String {
     let out = std::process::Command::new("date").arg("+%Y-%m-%d").output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|_| "today".into())
-}
-
-/// Per-program deltas, for programs loaded since `before` (the tracer's own).
-fn bpf_delta(
-    a: &[(u32, String, u64, u64)],
-    b: &[(u32, String, u64, u64)],
-    before: &[u32],
-) -> Vec<(String, u64, u64)> {
-    b.iter()
-        .filter(|p| !before.contains(&p.0))
-        .map(|(id, name, ns, cnt)| {
-            let (ns0, cnt0) = a.iter().find(|p| p.0 == *id).map_or((0, 0), |p| (p.2, p.3));
-            (name.clone(), cnt - cnt0, ns - ns0)
-        })
-        .filter(|(_, runs, _)| *runs > 0)
-        .collect()
 }
 
 fn decode_throughput(quick: bool) -> Result<f64> {
@@ -332,19 +265,4 @@ pub(crate) fn raise_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
     limit.rlim_cur
-}
-
-/// Median, min and max.
-pub fn spread(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return (0.0, 0.0, 0.0);
-    }
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
 }

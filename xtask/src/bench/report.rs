@@ -1,45 +1,118 @@
 //! Summaries of a bench run: JSON for machines, markdown for people, with
 //! the targets of the bench's issue reported (not enforced).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
+use anyhow::Result;
 use serde_json::{Value, json};
 
-use super::{Plan, Sample, spread};
+use super::{Plan, paired::Pair, plot};
+
+/// Workloads on which tcplife, which hooks only state changes, must cost
+/// nothing: its ratio there gauges the noise of the run.
+const NOISE_GAUGED: &[&str] = &["request_response"];
+/// How far from 1.00 tcplife's median ratio may be for a gauged workload to be judged.
+const NOISE_BAND: f64 = 0.02;
+
+/// Where a BPF program runs: once per connection state change, or per
+/// message / packet. Names change with the eBPF crate (and the kernel cuts
+/// them at 15 characters): edit this table, not the callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Lifecycle,
+    DataPath,
+}
+
+pub fn classify(program: &str) -> Hook {
+    const DATA_PATH: &[&str] = &[
+        "send", "recv", "egress", "ingress", "http", "dns", "skb", "msg", "data",
+    ];
+    if DATA_PATH.iter().any(|d| program.contains(d)) {
+        Hook::DataPath
+    } else {
+        Hook::Lifecycle
+    }
+}
 
 pub struct Results {
     quick: bool,
     rounds: u32,
     tracers: Vec<&'static str>,
     workloads: Vec<String>,
-    samples: Vec<Sample>,
+    pairs: Vec<Pair>,
     losses: Vec<Value>,
     /// Memory points: [{connections, tracked, daemon_rss_mib, map_mib, ...}].
     memory: Value,
     decode_events_per_second: f64,
 }
 
-struct Cell {
-    median: f64,
-    min: f64,
-    max: f64,
-    /// Baseline median / this median: how many times slower (1.00 = free).
-    overhead: Option<f64>,
-    cpu_per_million: Option<f64>,
+/// Median, quartiles and extremes.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Option<Self> {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            // Linear between closest ranks.
+            let at = p * (v.len() - 1) as f64;
+            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
+        };
+        (!v.is_empty()).then(|| Self {
+            median: q(0.5),
+            q1: q(0.25),
+            q3: q(0.75),
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+pub struct Cell {
+    /// Per pair: untraced rate / traced rate (1.00 = free).
+    pub ratio: Spread,
+    pub baseline: f64,
+    pub traced: f64,
+    pub op: &'static str,
+    /// Tracer CPU per operation, µs: its process (user + system), BPF run time.
+    pub process_us: f64,
+    pub bpf_us: f64,
+}
+
+/// Whether a workload's ratios can be told apart from noise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Not gauged (tcplife hooks it, or paced load).
+    Ungauged,
+    /// No tcplife in this run to gauge it.
+    NoGauge,
+    Judged(f64),
+    TooNoisy(f64),
 }
 
 impl Results {
     pub fn new(
         plan: &Plan,
-        samples: Vec<Sample>,
+        pairs: Vec<Pair>,
         losses: Vec<Value>,
         memory: Value,
         decode: f64,
     ) -> Self {
         let mut workloads: Vec<String> = Vec::new();
-        for s in &samples {
-            if !workloads.contains(&s.workload) {
-                workloads.push(s.workload.clone());
+        for p in &pairs {
+            if !workloads.contains(&p.workload) {
+                workloads.push(p.workload.clone());
             }
         }
         Self {
@@ -47,47 +120,56 @@ impl Results {
             rounds: plan.rounds,
             tracers: plan.tracers.iter().map(|t| t.name()).collect(),
             workloads,
-            samples,
+            pairs,
             losses,
             memory,
             decode_events_per_second: decode,
         }
     }
 
-    fn cell<'a>(&'a self, workload: &'a str, tracer: &'a str) -> Option<Cell> {
-        let of = |t: &'a str| {
-            self.samples
-                .iter()
-                .filter(move |s| s.workload == workload && s.tracer == t)
+    fn of<'a>(&'a self, workload: &'a str, tracer: &'a str) -> impl Iterator<Item = &'a Pair> {
+        self.pairs
+            .iter()
+            .filter(move |p| p.workload == workload && p.tracer == tracer)
+    }
+
+    pub fn cell(&self, workload: &str, tracer: &str) -> Option<Cell> {
+        let pairs: Vec<&Pair> = self.of(workload, tracer).collect();
+        let first = pairs.first()?;
+        let median = |f: &dyn Fn(&Pair) -> f64| {
+            Spread::of(pairs.iter().map(|p| f(p)).collect()).map_or(0.0, |s| s.median)
         };
-        let mut rates: Vec<f64> = of(tracer).map(|s| s.rate).collect();
-        if rates.is_empty() {
-            return None;
-        }
-        let (median, min, max) = spread(&mut rates);
-        let mut base: Vec<f64> = of("baseline").map(|s| s.rate).collect();
-        let (base_median, _, _) = spread(&mut base);
-        let events: u64 = of(tracer).map(|s| s.events).sum();
-        let cpu: f64 = of(tracer).map(|s| s.tracer_cpu_seconds).sum();
+        let ops = pairs.iter().map(|p| p.ops).sum::<u64>().max(1) as f64;
+        let cpu: f64 = pairs.iter().map(|p| p.tracer_cpu_seconds).sum();
+        let bpf_ns: u64 = pairs.iter().flat_map(|p| p.bpf.iter().map(|b| b.2)).sum();
         Some(Cell {
-            median,
-            min,
-            max,
-            overhead: (tracer != "baseline" && median > 0.0).then(|| base_median / median),
-            cpu_per_million: (tracer != "baseline" && events > 0)
-                .then(|| cpu / events as f64 * 1e6),
+            ratio: Spread::of(pairs.iter().map(|p| p.ratio()).collect())?,
+            baseline: median(&|p| p.baseline_rate),
+            traced: median(&|p| p.rate),
+            op: first.op,
+            process_us: cpu / ops * 1e6,
+            bpf_us: bpf_ns as f64 / ops / 1e3,
         })
     }
 
+    pub fn verdict(&self, workload: &str) -> Verdict {
+        if !NOISE_GAUGED.contains(&workload) {
+            return Verdict::Ungauged;
+        }
+        match self.cell(workload, "tcplife") {
+            None => Verdict::NoGauge,
+            Some(c) if (c.ratio.median - 1.0).abs() <= NOISE_BAND => {
+                Verdict::Judged(c.ratio.median)
+            }
+            Some(c) => Verdict::TooNoisy(c.ratio.median),
+        }
+    }
+
     /// (program, runs, average ns) per tracer and workload, over all rounds.
-    fn programs(&self, workload: &str, tracer: &str) -> Vec<(String, u64, f64)> {
+    pub fn programs(&self, workload: &str, tracer: &str) -> Vec<(String, u64, f64)> {
         let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for s in self
-            .samples
-            .iter()
-            .filter(|s| s.workload == workload && s.tracer == tracer)
-        {
-            for (name, runs, ns) in &s.bpf {
+        for p in self.of(workload, tracer) {
+            for (name, runs, ns) in &p.bpf {
                 let e = by.entry(name.clone()).or_default();
                 e.0 += runs;
                 e.1 += ns;
@@ -98,39 +180,81 @@ impl Results {
             .collect()
     }
 
+    /// (program, runs, average ns) per tracer over every workload.
+    pub fn programs_all(&self, tracer: &str) -> Vec<(String, u64, f64)> {
+        let mut by: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+        for w in &self.workloads {
+            for (name, runs, avg) in self.programs(w, tracer) {
+                let e = by.entry(name).or_default();
+                e.0 += runs;
+                e.1 += avg * runs as f64;
+            }
+        }
+        by.into_iter()
+            .map(|(n, (runs, ns))| (n, runs, ns / runs.max(1) as f64))
+            .collect()
+    }
+
+    /// (connections, daemon RSS MiB, BPF map MiB) at each size measured.
+    pub fn memory_points(&self) -> Vec<(f64, f64, f64)> {
+        let mut points: Vec<(f64, f64, f64)> = self
+            .memory
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some((
+                    m["tracked"].as_f64()?,
+                    m["daemon_rss_mib"].as_f64()?,
+                    m["map_mib"].as_f64().unwrap_or(0.0),
+                ))
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
+    }
+
     pub fn json(&self) -> Value {
         let mut workloads = serde_json::Map::new();
         for w in &self.workloads {
             let mut per = serde_json::Map::new();
             for t in &self.tracers {
-                if let Some(c) = self.cell(w, t) {
-                    let programs: Vec<Value> = self
-                        .programs(w, t)
-                        .into_iter()
-                        .map(|(n, runs, avg)| json!({"program": n, "runs": runs, "avg_ns": avg}))
-                        .collect();
-                    per.insert(
-                        (*t).to_owned(),
-                        json!({
-                            "median_per_s": c.median, "min_per_s": c.min, "max_per_s": c.max,
-                            "overhead_ratio": c.overhead, "cpu_seconds_per_million_events": c.cpu_per_million,
-                            "bpf_programs": programs,
-                        }),
-                    );
-                }
+                let Some(c) = self.cell(w, t) else { continue };
+                let programs: Vec<Value> = self
+                    .programs(w, t)
+                    .into_iter()
+                    .map(|(n, runs, avg)| json!({"program": n, "runs": runs, "avg_ns": avg}))
+                    .collect();
+                per.insert(
+                    (*t).to_owned(),
+                    json!({
+                        "ratio": c.ratio,
+                        "baseline_median_per_s": c.baseline, "traced_median_per_s": c.traced,
+                        "op": c.op,
+                        "tracer_cpu_us_per_op": {"process": c.process_us, "bpf": c.bpf_us, "total": c.process_us + c.bpf_us},
+                        "bpf_programs": programs,
+                    }),
+                );
             }
-            workloads.insert(w.clone(), Value::Object(per));
+            let verdict = match self.verdict(w) {
+                Verdict::Ungauged => json!("not gauged"),
+                Verdict::NoGauge => json!("no tcplife in this run"),
+                Verdict::Judged(r) => json!({"judged": true, "tcplife_median_ratio": r}),
+                Verdict::TooNoisy(r) => json!({"judged": false, "tcplife_median_ratio": r}),
+            };
+            workloads.insert(w.clone(), json!({"noise": verdict, "tracers": per}));
         }
         json!({
             "date": super::today(),
             "machine": machine(),
             "mode": if self.quick { "quick" } else { "full" },
             "rounds": self.rounds,
+            "noise_band": NOISE_BAND,
             "workloads": workloads,
             "sessions": self.losses,
             "memory": self.memory,
             "userspace_decode_events_per_second_one_core": self.decode_events_per_second,
-            "samples": self.samples,
+            "pairs": self.pairs,
         })
     }
 
@@ -139,220 +263,116 @@ impl Results {
         let m = machine();
         let _ = writeln!(
             out,
-            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB. {} interleaved rounds (tracer order rotated each round); rates are medians with min–max; overhead = baseline median / tracer median (1.00 = no cost).\n",
+            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB. {} paired rounds: in each, for each tracer (order rotated per round), every workload runs untraced and traced back to back (which goes first alternates); ratio = untraced rate / traced rate of the pair (1.00 = no cost), median with interquartile range and min–max over the rounds. Tracer start and stop are outside the timed part. A workload that tcplife does not hook ({}) is judged only if tcplife's median ratio on it is within 1.00 ± {NOISE_BAND}.\n",
             if self.quick { "quick" } else { "full" },
             super::today(),
             m["kernel"].as_str().unwrap_or(""),
             m["cpus"],
             m["memory_gib"],
-            self.rounds
+            self.rounds,
+            NOISE_GAUGED.join(", "),
         );
         let _ = writeln!(out, "## Throughput and overhead\n");
         let _ = writeln!(
             out,
-            "| workload | tracer | median /s | min–max | overhead | tracer CPU s / 1M events |"
+            "| workload | tracer | untraced /s | traced /s | ratio (median) | IQR | min–max | tracer CPU µs per op: process + BPF = total |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         for w in &self.workloads {
+            let verdict = self.verdict(w);
             for t in &self.tracers {
-                if let Some(c) = self.cell(w, t) {
+                let Some(c) = self.cell(w, t) else { continue };
+                let r = c.ratio;
+                let ratios = match verdict {
+                    Verdict::TooNoisy(g) => {
+                        format!("too noisy to judge (tcplife ×{g:.3}) | | ")
+                    }
+                    _ => format!(
+                        "{:.3} | {:.3}–{:.3} | {:.3}–{:.3}",
+                        r.median, r.q1, r.q3, r.min, r.max
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {w} | {t} | {:.0} | {:.0} | {ratios} | {:.2} + {:.2} = {:.2} per {} |",
+                    c.baseline,
+                    c.traced,
+                    c.process_us,
+                    c.bpf_us,
+                    c.process_us + c.bpf_us,
+                    c.op,
+                );
+            }
+            match verdict {
+                Verdict::Judged(g) => {
                     let _ = writeln!(
                         out,
-                        "| {w} | {t} | {:.0} | {:.0}–{:.0} | {} | {} |",
-                        c.median,
-                        c.min,
-                        c.max,
-                        c.overhead.map_or("—".into(), |o| format!("{o:.3}")),
-                        c.cpu_per_million.map_or("—".into(), |v| format!("{v:.2}")),
+                        "| {w} | (noise gauge) | | | tcplife ×{g:.3}: within ±{NOISE_BAND}, judged | | | |"
                     );
                 }
+                Verdict::NoGauge => {
+                    let _ = writeln!(
+                        out,
+                        "| {w} | (noise gauge) | | | no tcplife in this run: not gauged | | | |"
+                    );
+                }
+                _ => {}
             }
         }
         let _ = writeln!(
             out,
             "\n## BPF run time per program (kernel.bpf_stats_enabled)\n"
         );
-        let _ = writeln!(out, "| workload | tracer | program | runs | avg ns |");
-        let _ = writeln!(out, "|---|---|---|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| workload | tracer | program | kind | runs | avg ns |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---:|---:|");
         for w in &self.workloads {
-            for t in self.tracers.iter().filter(|t| **t != "baseline") {
+            for t in &self.tracers {
                 for (p, runs, avg) in self.programs(w, t) {
-                    let _ = writeln!(out, "| {w} | {t} | {p} | {runs} | {avg:.0} |");
+                    let kind = match classify(&p) {
+                        Hook::Lifecycle => "lifecycle",
+                        Hook::DataPath => "data path",
+                    };
+                    let _ = writeln!(out, "| {w} | {t} | {p} | {kind} | {runs} | {avg:.0} |");
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "\n## Events lost (per tracer session, against connections made)\n"
-        );
-        let _ = writeln!(
-            out,
-            "| tracer | round | connections made | connections seen opened | expected events | lost (own counter) |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-        for l in self.losses.iter().filter(|l| {
-            l["tracer"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("conntracer"))
-        }) {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} |",
-                l["tracer"].as_str().unwrap_or(""),
-                l["round"],
-                l["connections"],
-                l["connections_seen"],
-                l["expected_events"],
-                l["events_lost"]
-            );
-        }
+        out.push_str(&self.losses_md());
         out.push_str(&self.memory_table());
         let _ = writeln!(
             out,
             "Userspace decode + connection table + analysis, one core: {:.0} events/s.\n",
             self.decode_events_per_second
         );
-        out.push_str(&self.targets());
+        out.push_str(&super::targets::section(self));
         out
     }
 
-    fn targets(&self) -> String {
-        let mut out = String::from("## Targets (reported, not enforced)\n\n");
-        let line = |out: &mut String,
-                    what: String,
-                    value: f64,
-                    target: f64,
-                    lower_is_better: bool,
-                    unit: &str| {
-            let met = if lower_is_better {
-                value <= target
-            } else {
-                value >= target
-            };
-            let by = if lower_is_better {
-                value - target
-            } else {
-                target - value
-            };
-            let verdict = if met {
-                "met".to_owned()
-            } else {
-                format!("missed by {by:.3}{unit}")
-            };
-            let bound = if lower_is_better { "≤ " } else { "≥ " };
-            let target = if target.fract() == 0.0 {
-                format!("{target:.0}")
-            } else {
-                format!("{target:.3}")
-            };
-            let _ = writeln!(
-                out,
-                "- {what}: {value:.3}{unit} (target {bound}{target}{unit}) — {verdict}"
-            );
-        };
-        for (w, target) in [("connect_accept_close", 1.03), ("request_response", 1.02)] {
-            for t in ["conntracer trace", "conntracer daemon"] {
-                if let Some(o) = self.cell(w, t).and_then(|c| c.overhead) {
-                    line(&mut out, format!("{w} overhead, {t}"), o, target, true, "");
-                }
-            }
-            if let (Some(ours), Some(tcplife)) = (
-                self.cell(w, "conntracer daemon").and_then(|c| c.overhead),
-                self.cell(w, "tcplife").and_then(|c| c.overhead),
-            ) {
-                line(
-                    &mut out,
-                    format!("{w}: daemon overhead vs tcplife's ({tcplife:.3})"),
-                    ours,
-                    tcplife,
-                    true,
-                    "",
-                );
-            }
-        }
-        let mut lifecycle = (0u64, 0f64);
-        let mut per_message = (0u64, 0f64);
-        for w in &self.workloads {
-            for (p, runs, avg) in self.programs(w, "conntracer daemon") {
-                let bucket = if p.contains("send_len")
-                    || p.contains("recv_len")
-                    || p.contains("http_peek")
-                {
-                    &mut per_message
-                } else {
-                    &mut lifecycle
-                };
-                bucket.0 += runs;
-                bucket.1 += avg * runs as f64;
-            }
-        }
-        if lifecycle.0 > 0 {
-            line(
-                &mut out,
-                "lifecycle programs, average run time".into(),
-                lifecycle.1 / lifecycle.0 as f64,
-                100.0,
-                true,
-                " ns",
-            );
-        }
-        if per_message.0 > 0 {
-            line(
-                &mut out,
-                "per-message programs, average run time".into(),
-                per_message.1 / per_message.0 as f64,
-                50.0,
-                true,
-                " ns",
-            );
-        }
-        line(
-            &mut out,
-            "userspace events/s per core".into(),
-            self.decode_events_per_second,
-            1_000_000.0,
-            false,
-            "",
+    /// Losses summed per tracer over its sessions (one per run of traced
+    /// workloads in a row; each session in the JSON).
+    fn losses_md(&self) -> String {
+        let mut out = String::from(
+            "\n## Events lost (conntracer, summed over its sessions)\n\n| tracer | sessions | connections made | connections seen opened | expected events | lost (own counter) |\n|---|---:|---:|---:|---:|---:|\n",
         );
-        if let Some(w) = self.workloads.iter().rfind(|w| w.starts_with("churn_")) {
-            let rate: u64 = w
-                .trim_start_matches("churn_")
-                .trim_end_matches("_per_s")
-                .parse()
-                .unwrap_or(0);
-            let lost: u64 = self
-                .losses
-                .iter()
-                .filter(|l| l["tracer"] == "conntracer daemon")
-                .filter_map(|l| l["events_lost"].as_u64())
-                .sum();
+        for t in self.tracers.iter().filter(|t| t.starts_with("conntracer")) {
+            let of: Vec<&Value> = self.losses.iter().filter(|l| l["tracer"] == *t).collect();
+            let sum = |k: &str| -> Option<u64> { of.iter().map(|l| l[k].as_u64()).sum() };
+            let show = |v: Option<u64>| v.map_or("—".into(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "- events lost by the daemon in sessions including {rate} connections/s: {lost} (target 0)"
-            );
-        }
-        // The target is at 100 000 tracked; the largest point at or above it.
-        let points = self.memory.as_array().cloned().unwrap_or_default();
-        let at = |p: &Value| p["tracked"].as_f64().unwrap_or(0.0);
-        if let Some(p) = points
-            .iter()
-            .filter(|p| at(p) >= 99_000.0)
-            .min_by(|a, b| at(a).total_cmp(&at(b)))
-        {
-            line(
-                &mut out,
-                format!("daemon RSS with {:.0} tracked sockets", at(p)),
-                p["daemon_rss_mib"].as_f64().unwrap_or(0.0),
-                64.0,
-                true,
-                " MiB",
+                "| {t} | {} | {} | {} | {} | {} |",
+                of.len(),
+                show(sum("connections")),
+                show(sum("connections_seen")),
+                show(sum("expected_events")),
+                show(sum("events_lost")),
             );
         }
         out
     }
-}
 
-impl Results {
     fn memory_table(&self) -> String {
         let mut out = String::from(
             "\n## Memory against open connections (conntracer daemon)\n\nConnections held by child processes (≤ 9 000 sockets each), clients and servers in two network namespaces; both ends of each connection are tracked sockets (the daemon's `conntracer_tracked_connections`). One daemon per row, `--max-connections` as shown; connections opened at 10 000/s, RSS read 11 s after the daemon counted them (past one audit round); BPF maps = fdinfo `memlock` of its maps.\n\n| connections | tracked sockets | daemon RSS MiB | RSS before MiB | BPF maps MiB | --max-connections | time to open s | events lost |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -374,6 +394,69 @@ impl Results {
         }
         out.push('\n');
         out
+    }
+
+    pub fn losses(&self) -> &[Value] {
+        &self.losses
+    }
+
+    pub fn workloads(&self) -> &[String] {
+        &self.workloads
+    }
+
+    pub fn decode_events_per_second(&self) -> f64 {
+        self.decode_events_per_second
+    }
+
+    /// Writes the PNG charts next to the results; returns their paths.
+    pub fn plots(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+        plot::load_font()?;
+        let mut written = Vec::new();
+        let groups: Vec<plot::Group> = self
+            .workloads
+            .iter()
+            .map(|w| plot::Group {
+                label: w.clone(),
+                note: match self.verdict(w) {
+                    Verdict::TooNoisy(g) => Some(format!("too noisy to judge (tcplife ×{g:.3})")),
+                    _ => None,
+                },
+                bars: self
+                    .tracers
+                    .iter()
+                    .filter_map(|t| Some((*t, self.cell(w, t)?.ratio)))
+                    .collect(),
+            })
+            .collect();
+        let path = dir.join(format!("{stem}-overhead.png"));
+        plot::overhead(&path, &groups, &self.tracers)?;
+        written.push(path);
+        let bars: Vec<plot::ProgramBar> = self
+            .tracers
+            .iter()
+            .flat_map(|t| {
+                self.programs_all(t)
+                    .into_iter()
+                    .map(move |(p, runs, ns)| plot::ProgramBar {
+                        label: format!("{t}: {p}"),
+                        ns,
+                        runs,
+                        data_path: classify(&p) == Hook::DataPath,
+                    })
+            })
+            .collect();
+        if !bars.is_empty() {
+            let path = dir.join(format!("{stem}-bpf.png"));
+            plot::bpf(&path, &bars)?;
+            written.push(path);
+        }
+        let points = self.memory_points();
+        if points.len() >= 2 {
+            let path = dir.join(format!("{stem}-memory.png"));
+            plot::memory(&path, &points)?;
+            written.push(path);
+        }
+        Ok(written)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The tracers compared: none, conntracer trace and daemon, and the peers
+//! The tracers compared: conntracer trace and daemon, and the peers
 //! users know (libbpf-tools tcplife and tcpstates, a bpftrace one-liner).
 
 use std::{
@@ -14,7 +14,6 @@ use anyhow::{Context as _, Result, bail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracer {
-    None,
     Trace,
     Daemon,
     Tcplife,
@@ -25,7 +24,6 @@ pub enum Tracer {
 impl Tracer {
     pub fn name(self) -> &'static str {
         match self {
-            Tracer::None => "baseline",
             Tracer::Trace => "conntracer trace",
             Tracer::Daemon => "conntracer daemon",
             Tracer::Tcplife => "tcplife",
@@ -52,13 +50,6 @@ impl Running {
     ) -> Result<Self> {
         let ct = conntracer.to_str().unwrap();
         let (program, args): (&str, Vec<&str>) = match tracer {
-            Tracer::None => {
-                return Ok(Self {
-                    tracer,
-                    child: None,
-                    stderr: None,
-                });
-            }
             Tracer::Trace => (
                 ct,
                 vec!["trace", "--output", "json", "--namespace", namespace],
