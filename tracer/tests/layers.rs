@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Lowest first. `units` and `errors` are leaves anyone may use.
+/// Lowest first. `units`, `errors` and `fastmap` are leaves anyone may use.
 const LAYERS: &[&str] = &[
     "kernel",
     "probes",
@@ -24,7 +24,7 @@ const LAYERS: &[&str] = &[
     "cli",
     "commands",
 ];
-const LEAVES: &[&str] = &["units", "errors"];
+const LEAVES: &[&str] = &["units", "errors", "fastmap"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
