@@ -80,6 +80,9 @@ impl Plan {
         if let Some(n) = env("CONNTRACER_BENCH_REQUESTS") {
             plan.request_response = n;
         }
+        if let Ok(points) = std::env::var("CONNTRACER_BENCH_MEMORY_POINTS") {
+            plan.memory_points = points.split(',').filter_map(|p| p.parse().ok()).collect();
+        }
         if let Ok(only) = std::env::var("CONNTRACER_BENCH_TRACERS") {
             plan.tracers
                 .retain(|t| only.split(',').any(|o| t.name().contains(o)));
@@ -95,10 +98,23 @@ impl BpfStatsSwitch {
     const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
     pub(crate) fn enable() -> Result<Self> {
+        let switch = Self::keep()?;
+        switch.set(true)?;
+        Ok(switch)
+    }
+
+    /// Remembers the setting, to restore it on drop.
+    pub(crate) fn keep() -> Result<Self> {
         let old =
             std::fs::read_to_string(Self::PATH).context("reading kernel.bpf_stats_enabled")?;
-        std::fs::write(Self::PATH, "1").context("enabling kernel.bpf_stats_enabled")?;
         Ok(Self(old.trim().to_owned()))
+    }
+
+    /// Stats cost two clock reads per program run, charged to the tracer:
+    /// on for the stats round only.
+    pub(crate) fn set(&self, on: bool) -> Result<()> {
+        std::fs::write(Self::PATH, if on { "1" } else { "0" })
+            .context("setting kernel.bpf_stats_enabled")
     }
 }
 
@@ -145,7 +161,7 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
     crate::build_release()?;
     let conntracer = workspace.join("target/release/conntracer");
     raise_fd_limit();
-    let _stats = BpfStatsSwitch::enable()?;
+    let stats = BpfStatsSwitch::keep()?;
     let _latency = CpuLatencyHold::hold();
     let net = Network::new("bench", 250)?;
     for pod in [&net.frontend.netns, &net.cart.netns] {
@@ -173,7 +189,7 @@ pub fn run(quick: bool, memory_only: bool) -> Result<()> {
         }
     };
 
-    let (pairs, losses) = paired::run(&plan, &conntracer, namespace, &mut endpoints)?;
+    let (pairs, losses) = paired::run(&plan, &stats, &conntracer, namespace, &mut endpoints)?;
 
     let memory = Value::Array(memory::points(&plan.memory_points, &conntracer, &net)?);
     let decode = if plan.memory_only {

@@ -36,6 +36,10 @@ pub struct Pair {
     pub tracer_cpu_seconds: f64,
     /// Per program: (name, runs, total ns) during the traced run.
     pub bpf: Vec<(String, u64, u64)>,
+    /// Run with `kernel.bpf_stats_enabled` on: the stats round, whose BPF
+    /// figures are read and whose ratio is not (the stats' own clock reads
+    /// would be charged to the tracer).
+    pub bpf_stats: bool,
 }
 
 impl Pair {
@@ -100,9 +104,11 @@ struct Session {
     connections: u64,
 }
 
-/// Runs every round; returns the pairs and one loss record per tracer session.
+/// Runs every round, then the stats round; returns the pairs and one loss
+/// record per tracer session.
 pub fn run(
     plan: &Plan,
+    stats: &super::BpfStatsSwitch,
     conntracer: &Path,
     namespace: &str,
     endpoints: &mut dyn FnMut() -> Endpoints,
@@ -110,18 +116,26 @@ pub fn run(
     let workloads = workloads(plan);
     let mut pairs = Vec::new();
     let mut sessions = Vec::new();
-    for round in 0..plan.rounds {
+    // The timed rounds with stats off, then one with them on.
+    let rounds = if plan.rounds == 0 { 0 } else { plan.rounds + 1 };
+    for round in 0..rounds {
+        let bpf_stats = round == plan.rounds;
+        stats.set(bpf_stats)?;
         // Rotate the order each round so no tracer always runs first or last.
         let mut order = plan.tracers.clone();
         let shift = round as usize % order.len().max(1);
         order.rotate_left(shift);
         for tracer in order {
-            eprintln!(
-                "bench: round {}/{} {}",
-                round + 1,
-                plan.rounds,
-                tracer.name()
-            );
+            if bpf_stats {
+                eprintln!("bench: stats round, {}", tracer.name());
+            } else {
+                eprintln!(
+                    "bench: round {}/{} {}",
+                    round + 1,
+                    plan.rounds,
+                    tracer.name()
+                );
+            }
             let mut session: Option<Session> = None;
             for (i, w) in workloads.iter().enumerate() {
                 // Alternate per workload and per round. Consecutive workloads
@@ -159,6 +173,7 @@ pub fn run(
                     connections,
                     tracer_cpu_seconds: cpu,
                     bpf,
+                    bpf_stats,
                 });
             }
             if let Some(s) = session.take() {

@@ -127,28 +127,41 @@ impl Results {
         }
     }
 
-    fn of<'a>(&'a self, workload: &'a str, tracer: &'a str) -> impl Iterator<Item = &'a Pair> {
+    /// The pairs of one workload and tracer: the timed rounds' (`stats` false)
+    /// or the stats round's.
+    fn of<'a>(
+        &'a self,
+        workload: &'a str,
+        tracer: &'a str,
+        stats: bool,
+    ) -> impl Iterator<Item = &'a Pair> {
         self.pairs
             .iter()
-            .filter(move |p| p.workload == workload && p.tracer == tracer)
+            .filter(move |p| p.workload == workload && p.tracer == tracer && p.bpf_stats == stats)
     }
 
     pub fn cell(&self, workload: &str, tracer: &str) -> Option<Cell> {
-        let pairs: Vec<&Pair> = self.of(workload, tracer).collect();
+        let pairs: Vec<&Pair> = self.of(workload, tracer, false).collect();
         let first = pairs.first()?;
         let median = |f: &dyn Fn(&Pair) -> f64| {
             Spread::of(pairs.iter().map(|p| f(p)).collect()).map_or(0.0, |s| s.median)
         };
         let ops = pairs.iter().map(|p| p.ops).sum::<u64>().max(1) as f64;
         let cpu: f64 = pairs.iter().map(|p| p.tracer_cpu_seconds).sum();
-        let bpf_ns: u64 = pairs.iter().flat_map(|p| p.bpf.iter().map(|b| b.2)).sum();
+        // BPF time only from the stats round, per its own operations.
+        let stats_round: Vec<&Pair> = self.of(workload, tracer, true).collect();
+        let stats_ops = stats_round.iter().map(|p| p.ops).sum::<u64>().max(1) as f64;
+        let bpf_ns: u64 = stats_round
+            .iter()
+            .flat_map(|p| p.bpf.iter().map(|b| b.2))
+            .sum();
         Some(Cell {
             ratio: Spread::of(pairs.iter().map(|p| p.ratio()).collect())?,
             baseline: median(&|p| p.baseline_rate),
             traced: median(&|p| p.rate),
             op: first.op,
             process_us: cpu / ops * 1e6,
-            bpf_us: bpf_ns as f64 / ops / 1e3,
+            bpf_us: bpf_ns as f64 / stats_ops / 1e3,
         })
     }
 
@@ -165,10 +178,10 @@ impl Results {
         }
     }
 
-    /// (program, runs, average ns) per tracer and workload, over all rounds.
+    /// (program, runs, average ns) per tracer and workload, in the stats round.
     pub fn programs(&self, workload: &str, tracer: &str) -> Vec<(String, u64, f64)> {
         let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for p in self.of(workload, tracer) {
+        for p in self.of(workload, tracer, true) {
             for (name, runs, ns) in &p.bpf {
                 let e = by.entry(name.clone()).or_default();
                 e.0 += runs;
@@ -263,7 +276,7 @@ impl Results {
         let m = machine();
         let _ = writeln!(
             out,
-            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB. {} paired rounds: in each, for each tracer (order rotated per round), every workload runs untraced and traced back to back (which goes first alternates); ratio = untraced rate / traced rate of the pair (1.00 = no cost), median with interquartile range and min–max over the rounds. Tracer start and stop are outside the timed part. A workload that tcplife does not hook ({}) is judged only if tcplife's median ratio on it is within 1.00 ± {NOISE_BAND}.\n",
+            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB. {} paired rounds: in each, for each tracer (order rotated per round), every workload runs untraced and traced back to back (which goes first alternates); ratio = untraced rate / traced rate of the pair (1.00 = no cost), median with interquartile range and min–max over the rounds. Tracer start and stop are outside the timed part. The timed rounds run with kernel.bpf_stats_enabled off (its two clock reads per program run would be charged to the tracer); one more round with it on gives the BPF run times and the BPF part of the tracer's CPU, and no ratio. A workload that tcplife does not hook ({}) is judged only if tcplife's median ratio on it is within 1.00 ± {NOISE_BAND}.\n",
             if self.quick { "quick" } else { "full" },
             super::today(),
             m["kernel"].as_str().unwrap_or(""),

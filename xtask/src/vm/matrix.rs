@@ -31,9 +31,9 @@ const LAB_SCENARIOS: &[&str] = &[
 /// instead of 130 s on 6.12) and, measured on 6.1 and 6.12, fails no other test.
 const TEST_THREADS: u32 = 2;
 
-/// Per kernel, boot included. Measured under TCG on 2 host CPUs: about 75 s
-/// on 6.1 and 6.12, 3.5 minutes on 5.10 (its failures wait out timeouts).
-const TIMEOUT_SECS: u64 = 2400;
+/// Per kernel, boot included. Measured under TCG on 2 host CPUs: 330 to 400 s
+/// per kernel for the tests and the lab; three times that before giving up.
+const TIMEOUT_SECS: u64 = 1200;
 
 /// Which kernels `cargo xtask test` runs the matrix on: unset or `all` for
 /// every one, a list like `5.10,6.1`, or `none` to skip it.
@@ -84,8 +84,26 @@ pub fn matrix(kernels: &[String]) -> Result<Totals> {
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let mut reports = Vec::new();
     for kernel in kernels {
-        let report = run_kernel(kernel, &binaries, &xtask)
-            .unwrap_or_else(|e| Report::broken(kernel, format!("{e:#}")));
+        let report = match run_kernel(kernel, &binaries, &xtask) {
+            Ok(report) => report,
+            // A guest kernel that oopses outside any BPF program is the
+            // emulated machine's fault (seen once on 6.12 under TCG, with
+            // impossible EFLAGS bits), not a test's: it gets one more boot,
+            // and the report says so. A crash with a BPF frame is never retried.
+            Err(e) if crashed_outside_bpf(&e) => {
+                println!("[{kernel}] {e:#}");
+                println!(
+                    "[{kernel}] the guest kernel crashed outside any BPF program: booting it once more"
+                );
+                let mut report = run_kernel(kernel, &binaries, &xtask)
+                    .unwrap_or_else(|e| Report::broken(kernel, format!("{e:#}")));
+                report
+                    .kernel
+                    .push_str(", second boot after a guest kernel crash");
+                report
+            }
+            Err(e) => Report::broken(kernel, format!("{e:#}")),
+        };
         reports.push(report);
     }
     println!();
@@ -96,6 +114,11 @@ pub fn matrix(kernels: &[String]) -> Result<Totals> {
         totals.failed += report.totals.failed;
     }
     Ok(totals)
+}
+
+fn crashed_outside_bpf(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<super::qemu::GuestCrashed>()
+        .is_some_and(|c| !c.bpf_on_stack)
 }
 
 /// Builds the kernel tests; their executables by test name.

@@ -31,6 +31,39 @@ pub struct Outcome {
     pub total: Duration,
 }
 
+/// The guest's kernel crashed (an oops or a panic on its console): the boot
+/// is abandoned at once instead of waiting out the timeout. Returned inside
+/// the `anyhow::Error`, so callers can tell it from a failing test.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the guest kernel crashed after {after_secs} s ({where_}); {}; console:\n{console}",
+    if *.bpf_on_stack { "a BPF program is on the crashing stack" } else { "no BPF program on the crashing stack" }
+)]
+pub struct GuestCrashed {
+    pub after_secs: u64,
+    /// The first line of the report (`BUG: …`, `Oops: …`, `RIP: …`).
+    pub where_: String,
+    /// A `bpf_prog_…` frame in the report: then the crash may be ours.
+    pub bpf_on_stack: bool,
+    pub console: String,
+}
+
+/// How long the console is read after a crash starts, for the whole report.
+const CRASH_REPORT: Duration = Duration::from_secs(5);
+
+/// Console lines that start a kernel crash report.
+fn starts_crash(line: &str) -> bool {
+    [
+        "BUG: ",
+        "Oops: ",
+        "Kernel panic",
+        "general protection fault",
+        "kernel BUG at",
+    ]
+    .iter()
+    .any(|m| line.contains(m))
+}
+
 /// The guest's serial ports, as files in the run directory.
 struct Ports {
     console: PathBuf,
@@ -57,10 +90,29 @@ pub fn boot(b: &Boot, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
     );
 
     let mut output = Follow::open(&ports.output)?;
+    let mut console = Follow::open(&ports.console)?;
+    let mut crash: Option<(Instant, String)> = None;
     let mut boot = None;
     loop {
         let exited = qemu.0.try_wait()?;
         output.lines(on_line)?;
+        console.lines(&mut |line| {
+            if crash.is_none() && starts_crash(line) {
+                crash = Some((Instant::now(), line.trim().to_owned()));
+            }
+        })?;
+        if let Some((at, where_)) = &crash
+            && (at.elapsed() > CRASH_REPORT || exited.is_some())
+        {
+            let console = tail_lines(&ports.console, 80);
+            return Err(GuestCrashed {
+                after_secs: started.elapsed().as_secs(),
+                where_: where_.clone(),
+                bpf_on_stack: console.contains("bpf_prog_"),
+                console,
+            }
+            .into());
+        }
         let status = std::fs::read_to_string(&ports.status)?;
         if boot.is_none() && status.starts_with("up") {
             boot = Some(started.elapsed());
@@ -139,9 +191,13 @@ fn parse_exit(status: &str) -> Option<i32> {
 }
 
 fn tail(path: &Path) -> String {
+    tail_lines(path, 30)
+}
+
+fn tail_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Kills the child on drop, whatever path leaves the function.
@@ -188,7 +244,18 @@ impl Follow {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_exit;
+    use super::{parse_exit, starts_crash};
+
+    #[test]
+    fn crash_reports_are_recognised() {
+        assert!(starts_crash(
+            "[   67.64] BUG: kernel NULL pointer dereference, address: 0000000000000002"
+        ));
+        assert!(starts_crash(
+            "[    1.00] Kernel panic - not syncing: Fatal exception"
+        ));
+        assert!(!starts_crash("[    1.00] virtio_net virtio0: enabled"));
+    }
 
     #[test]
     fn exit_status_follows_the_up_line() {
