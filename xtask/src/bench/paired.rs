@@ -198,7 +198,9 @@ type Traced = (f64, u64, u64, f64, Vec<(String, u64, u64)>);
 fn measure_traced(s: &mut Session, w: &Workload, ep: &Endpoints) -> Result<Traced> {
     let cpu0 = s.running.cpu_seconds();
     let bpf0 = bpf_stats();
+    let profile = Profile::start(s.running.tracer, &w.name);
     let (rate, ops, connections) = (w.run)(ep)?;
+    drop(profile);
     // Outside the timed part: let the tracer drain what the run produced, so
     // its CPU lands on this run and not on the next.
     std::thread::sleep(Duration::from_millis(100));
@@ -238,4 +240,42 @@ fn bpf_delta(
         })
         .filter(|(_, runs, _)| *runs > 0)
         .collect()
+}
+
+/// Hidden, for finding what bounds the cost: with `CONNTRACER_BENCH_PERF=DIR`,
+/// the first traced run of each workload and tracer is recorded whole-system
+/// by `perf record -a -g` into `DIR/TRACER-WORKLOAD.data`.
+struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    fn start(tracer: Tracer, workload: &str) -> Self {
+        let Ok(dir) = std::env::var("CONNTRACER_BENCH_PERF") else {
+            return Self(None);
+        };
+        let name = tracer.name().replace(' ', "-");
+        let path = Path::new(&dir).join(format!("{name}-{workload}.data"));
+        if path.exists() {
+            return Self(None);
+        }
+        let child = std::process::Command::new("perf")
+            .args(["record", "-a", "-g", "-q", "-o"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        // perf needs a moment to open its events on every CPU.
+        std::thread::sleep(Duration::from_millis(500));
+        Self(child)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: kill(2) on our own child; SIGINT makes perf write its file.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
 }

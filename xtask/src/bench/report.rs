@@ -276,12 +276,13 @@ impl Results {
         let m = machine();
         let _ = writeln!(
             out,
-            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB. {} paired rounds: in each, for each tracer (order rotated per round), every workload runs untraced and traced back to back (which goes first alternates); ratio = untraced rate / traced rate of the pair (1.00 = no cost), median with interquartile range and min–max over the rounds. Tracer start and stop are outside the timed part. The timed rounds run with kernel.bpf_stats_enabled off (its two clock reads per program run would be charged to the tracer); one more round with it on gives the BPF run times and the BPF part of the tracer's CPU, and no ratio. A workload that tcplife does not hook ({}) is judged only if tcplife's median ratio on it is within 1.00 ± {NOISE_BAND}.\n",
+            "# conntracer bench ({}), {}\n\nMachine: kernel {}, {} CPUs, {} GiB; commit {}. {} paired rounds: in each, for each tracer (order rotated per round), every workload runs untraced and traced back to back (which goes first alternates); ratio = untraced rate / traced rate of the pair (1.00 = no cost), median with interquartile range and min–max over the rounds. Tracer start and stop are outside the timed part. The timed rounds run with kernel.bpf_stats_enabled off (its two clock reads per program run would be charged to the tracer); one more round with it on gives the BPF run times and the BPF part of the tracer's CPU, and no ratio. A workload that tcplife does not hook ({}) is judged only if tcplife's median ratio on it is within 1.00 ± {NOISE_BAND}.\n",
             if self.quick { "quick" } else { "full" },
             super::today(),
             m["kernel"].as_str().unwrap_or(""),
             m["cpus"],
             m["memory_gib"],
+            m["commit"].as_str().unwrap_or("unknown"),
             self.rounds,
             NOISE_GAUGED.join(", "),
         );
@@ -485,5 +486,25 @@ fn machine() -> Value {
         "kernel": kernel.trim(),
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "memory_gib": (mem_kb / 1024.0 / 1024.0).round(),
+        "commit": commit(),
     })
+}
+
+/// The commit measured, `+dirty` when the tree had changes.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
+    if dirty { format!("{head}+dirty") } else { head }
 }
