@@ -894,6 +894,8 @@ fn http_503_peek_reports_only_real_status_lines() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
     ];
+    // The worker (not the listener's thread) handles the connections: the
+    // 503 names it, for attribution by thread.
     let proxy = pair.server.spawn("envoy", move || {
         for head in heads {
             let (mut conn, _) = listener.accept().expect("accept");
@@ -901,6 +903,8 @@ fn http_503_peek_reports_only_real_status_lines() {
             conn.read_exact(&mut request).expect("request");
             conn.write_all(head).expect("response");
         }
+        // SAFETY: no arguments.
+        unsafe { libc::gettid() as u64 }
     });
     for _ in heads {
         let mut client = connect(&pair, SocketAddr::new(server_ip, PORT)).unwrap();
@@ -916,7 +920,7 @@ fn http_503_peek_reports_only_real_status_lines() {
             response.extend_from_slice(&buf[..n]);
         }
     }
-    proxy.join().expect("proxy thread");
+    let worker = proxy.join().expect("proxy thread");
     trace.wait_for("the 503", |ev| !select(ev, "http_503", |_| true).is_empty());
     // Longer than the attribution window: a second (false) 503 would be out.
     thread::sleep(Duration::from_secs(2));
@@ -924,6 +928,12 @@ fn http_503_peek_reports_only_real_status_lines() {
     let seen = select(&events, "http_503", |_| true);
     assert_eq!(seen.len(), 1, "one real 503:\n{}", dump(&events));
     assert_eq!(seen[0]["status"], 503);
+    assert_eq!(seen[0]["tid"], worker, "the worker that wrote it");
+    assert_eq!(
+        seen[0]["local"],
+        SocketAddr::new(server_ip, PORT).to_string()
+    );
+    assert_eq!(seen[0]["role"], "server");
 }
 
 fn listen_as(pair: &PodPair, comm: &str, ip: IpAddr) -> TcpListener {
