@@ -941,3 +941,63 @@ fn listen_as(pair: &PodPair, comm: &str, ip: IpAddr) -> TcpListener {
         TcpListener::bind(SocketAddr::new(ip, PORT)).expect("bind")
     })
 }
+
+/// An app's own 503 passed on by a proxy is the app's answer, not a
+/// failure's: the proxy's 503 is `unattributed` and marked `passthrough`
+/// (the app's accepted socket's peer is the proxy's upstream connection),
+/// and the app's 503 is not counted as a proxy's.
+#[test]
+fn an_apps_own_503_passed_on_by_a_proxy_is_passthrough() {
+    require_root();
+    let pair = PodPair::new();
+    let trace = TraceSession::start(&["--namespace", &pair.namespace]);
+    let server_ip = pair.server_v4;
+    let app_addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), PORT + 1);
+    let app_listener = pair.server.run("app", move || {
+        TcpListener::bind(app_addr).expect("bind app")
+    });
+    let app = pair.server.spawn("app", move || {
+        let (mut conn, _) = app_listener.accept().expect("accept");
+        let mut request = [0u8; 4];
+        conn.read_exact(&mut request).expect("request");
+        conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            .expect("answer");
+    });
+    let listener = listen_as(&pair, "envoy", server_ip);
+    let proxy = pair.server.spawn("envoy", move || {
+        let (mut down, _) = listener.accept().expect("accept");
+        let mut request = [0u8; 4];
+        down.read_exact(&mut request).expect("request");
+        let mut up = TcpStream::connect(app_addr).expect("connect app");
+        up.write_all(&request).expect("forward");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 128];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = up.read(&mut buf).expect("app's answer");
+            assert!(n > 0, "answer cut short");
+            head.extend_from_slice(&buf[..n]);
+        }
+        down.write_all(&head).expect("pass on");
+    });
+    let mut client = connect(&pair, SocketAddr::new(server_ip, PORT)).unwrap();
+    client.write_all(b"GET ").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut response = [0u8; 12];
+    client.read_exact(&mut response).unwrap();
+    assert_eq!(&response, b"HTTP/1.1 503");
+    proxy.join().expect("proxy thread");
+    app.join().expect("app thread");
+    trace.wait_for("the proxy's 503", |ev| {
+        !select(ev, "http_503", |_| true).is_empty()
+    });
+    thread::sleep(Duration::from_secs(1));
+    let events = trace.stop();
+    let seen = select(&events, "http_503", |_| true);
+    assert_eq!(seen.len(), 1, "the proxy's only:\n{}", dump(&events));
+    assert_eq!(seen[0]["comm"], "envoy");
+    assert_eq!(seen[0]["cause"], "unattributed");
+    assert_eq!(seen[0]["passthrough"], true, "{}", seen[0]);
+    assert!(seen[0].get("failure").is_none());
+}
