@@ -11,7 +11,9 @@
 //!    thread when both threads are known) — the app on this node answered
 //!    503 itself on the socket it accepted from that upstream connection —
 //!    the proxy's 503 is the app's, passed on: `unattributed`, marked
-//!    `passthrough`, and it takes no failure. If that upstream 503 came from
+//!    `passthrough`, and it takes no failure. The same holds one hop
+//!    further: the app answered the next hop's proxy (rule 3), whose own
+//!    503 went back encrypted. If that upstream 503 came from
 //!    another proxy on this node (an inbound sidecar answering in plaintext),
 //!    this 503 carries that proxy's verdict instead (`hop` = far), and the
 //!    inner 503 is not counted on its own: one request, one 503.
@@ -221,9 +223,10 @@ impl Attributor {
     }
 
     fn decide(&mut self, seen: Seen503, out: &mut Vec<Settled>) {
-        let verdict = match self.passed_on(&seen) {
+        let hops = self.next_hops(&seen);
+        let verdict = match self.passed_on(&seen, &hops) {
             Some(v) => v,
-            None => self.pair(&seen),
+            None => self.pair(&seen, &hops),
         };
         // Written to another proxy on this node: that proxy's 503 carries it.
         let relayed_to = self
@@ -249,35 +252,57 @@ impl Attributor {
         }
     }
 
-    /// Rule 1: the verdict of the 503 this proxy's upstream received just before.
-    fn passed_on(&mut self, seen: &Seen503) -> Option<Verdict> {
+    /// The proxies (pid, thread) that accepted this proxy thread's upstream
+    /// connections live in the window: where its requests went next.
+    fn next_hops(&self, seen: &Seen503) -> Vec<(u32, u32)> {
+        if seen.pid == 0 {
+            return Vec::new();
+        }
+        let since = seen.at_ns.saturating_sub(self.window_ns);
+        self.conns
+            .upstreams_of(seen.pid, seen.tid, since)
+            .flat_map(|up| self.conns.next_hops(up))
+            .filter(|d| d.live_since(since))
+            .map(|d| (d.pid, d.tid))
+            .collect()
+    }
+
+    /// Rule 1: the verdict of the 503 this proxy's upstream received just
+    /// before — or the next hop's upstream, when the next hop's own 503 was
+    /// not seen (encrypted between the sidecars).
+    fn passed_on(&mut self, seen: &Seen503, hops: &[(u32, u32)]) -> Option<Verdict> {
         let answer = self
             .answers
             .iter_mut()
-            .filter(|a| !a.used && a.pid == seen.pid && same_thread(a.tid, seen.tid))
+            .filter(|a| !a.used && seen.pid != 0)
+            .filter(|a| {
+                (a.pid == seen.pid && same_thread(a.tid, seen.tid))
+                    || hops
+                        .iter()
+                        .any(|&(pid, tid)| a.pid == pid && same_thread(a.tid, tid))
+            })
             .filter(|a| {
                 a.at_ns <= seen.at_ns + SKEW && seen.at_ns.saturating_sub(a.at_ns) <= PASSTHROUGH
             })
             .min_by_key(|a| a.at_ns.abs_diff(seen.at_ns))?;
         answer.used = true;
-        Some(answer.verdict.clone())
+        let far = answer.pid != seen.pid;
+        Some(match answer.verdict.clone() {
+            Verdict::Failure(mut f) if far => {
+                f.hop = Hop::Far;
+                Verdict::Failure(f)
+            }
+            other => other,
+        })
     }
 
     /// Rules 2 and 3: the nearest failure of this proxy thread's upstream
     /// connections, or of the next hop's.
-    fn pair(&mut self, seen: &Seen503) -> Verdict {
+    fn pair(&mut self, seen: &Seen503, next_hops: &[(u32, u32)]) -> Verdict {
         if seen.pid == 0 {
             return Verdict::Unattributed;
         }
         let window = self.window_ns;
-        let since = seen.at_ns.saturating_sub(window);
-        let next_hops: Vec<(u32, u32)> = self
-            .conns
-            .upstreams_of(seen.pid, seen.tid, since)
-            .flat_map(|up| self.conns.next_hops(up))
-            .filter(|d| d.live_since(since))
-            .map(|d| (d.pid, d.tid))
-            .collect();
         let best = self
             .recent
             .iter_mut()

@@ -328,6 +328,32 @@ fn a_503_behind_two_hops_gets_the_far_cause_counted_once() {
 }
 
 #[test]
+fn the_apps_own_503_behind_two_hops_is_passthrough_and_a_retried_far_failure_stays_free() {
+    let mut lab = Lab::new(AnalysisConfig::default());
+    open(&mut lab, 0xa, FRONTEND, Role::Client, (P1, 11), P1_UP);
+    open(&mut lab, 0xb, CART, Role::Server, (P2, 30), P2_DOWN);
+    open(&mut lab, 0xc, CART, Role::Client, (P2, 31), P2_UP);
+    open(&mut lab, 0xe, CART, Role::Client, (P2, 31), UNRELATED);
+    app_accepts(&mut lab);
+    let d = p1_downstream(&mut lab, 1);
+    // P2 retried this one successfully; later the app answers 503 itself,
+    // P2 passes it on over mTLS (unseen), P1 to the caller.
+    stale_failure(&mut lab, 0xe, CART, (P2, 31), UNRELATED, 1000);
+    status_503(&mut lab, APP_DOWN, 1100, APP);
+    status_503(&mut lab, (&d.0, &d.1), 1102, 11);
+    lab.tick(5000 * MS);
+    assert_eq!(
+        lab.verdicts(),
+        vec![(d.1.clone(), "unattributed", None, true)]
+    );
+    assert_eq!(
+        lab.proxy_answered().len(),
+        1,
+        "the retried failure stays free"
+    );
+}
+
+#[test]
 fn a_far_hop_failure_no_503_here_took_is_a_503_its_proxy_answered() {
     let mut lab = Lab::new(AnalysisConfig::default());
     two_hops(&mut lab);
