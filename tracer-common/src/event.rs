@@ -159,7 +159,12 @@ pub struct ConnStats {
     pub rst_state: u32,
     /// `sk_err` when the socket reached CLOSE (ECONNREFUSED, ETIMEDOUT, ...).
     pub sk_err: u32,
-    pub _pad: u32,
+    /// Thread of the latest send or receive, read in process context by the
+    /// `sock_send_length`/`sock_recv_length` tracepoints (0: not seen, or
+    /// activity from packets, where the current task is not the writer).
+    /// Proxies such as Envoy handle each connection on one worker thread, so
+    /// this names the worker; an accepted socket's owner names the listener's.
+    pub io_tid: u32,
 }
 
 /// What the programs keep per socket (value of the `SOCKS` LRU map, keyed by

@@ -176,7 +176,7 @@ pub const fn seeded_stats(s: &TcpSnapshot, role: Role) -> ConnStats {
         rst_reason: 0,
         rst_state: 0,
         sk_err: 0,
-        _pad: 0,
+        io_tid: 0,
     };
     if s.tcp_state != TCP_SYN_SENT {
         stats.flags |= flags::ESTABLISHED;

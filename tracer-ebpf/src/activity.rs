@@ -3,7 +3,10 @@
 //! Sources: the `sock_send_length`/`sock_recv_length` tracepoints (6.3+;
 //! BTF or classic) here, or packets (`packet_activity`) on older kernels.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::TracePointContext,
+};
 use tracer_common::{
     config::MsgLengthLayout,
     event::{EventKind, SockState},
@@ -26,6 +29,7 @@ pub fn on_send(sk: u64, len: i32) {
         return;
     }
     let Some(st) = tracked(sk) else { return };
+    st.stats.io_tid = bpf_get_current_pid_tgid() as u32;
     record_send(sk, st, len as u64, unsafe { bpf_ktime_get_ns() });
 }
 
@@ -36,6 +40,7 @@ pub fn on_recv(sk: u64, len: i32, msg_flags: i32) {
         return;
     }
     let Some(st) = tracked(sk) else { return };
+    st.stats.io_tid = bpf_get_current_pid_tgid() as u32;
     record_recv(st, len as u64, unsafe { bpf_ktime_get_ns() });
 }
 

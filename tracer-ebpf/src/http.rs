@@ -13,7 +13,8 @@ use tracer_common::{
 
 use crate::{
     emit::{self, Detail},
-    maps::scratch,
+    maps::{SOCKS, scratch, sock_key},
+    packet,
 };
 
 /// A TCP segment whose payload starts at `payload`.
@@ -57,6 +58,14 @@ fn report(ctx: &SkBuffContext, family: u16, status: u32) {
         copy_ipv6(ctx.skb.remote_ipv6(), &mut st.tuple.daddr);
     }
     st.owner.uid = ctx.get_socket_uid();
+    // The worker thread that handles the connection (attribution pairs the
+    // 503 with that thread's upstream failures). Only for 503s: one lookup.
+    if let Some(sk) = packet::full_sock(ctx)
+        // SAFETY: the value is copied out at once.
+        && let Some(tracked) = unsafe { SOCKS.get(&sock_key(sk)) }
+    {
+        st.stats.io_tid = tracked.stats.io_tid;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     emit::event(
         EventKind::HttpStatus,

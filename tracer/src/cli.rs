@@ -71,6 +71,9 @@ pub enum EventKindArg {
     ListenClose,
     #[value(name = "http_503")]
     Http503,
+    /// A proxy failure no 503 seen here took (its 503 left encrypted, or was retried away).
+    #[value(name = "proxy_answered_503")]
+    ProxyAnswered503,
     Failure,
     Dns,
     /// Connections that existed before the start (listeners found so are `listen`).
@@ -88,6 +91,7 @@ impl EventKindArg {
             EventKindArg::Listen => "listen",
             EventKindArg::ListenClose => "listen_close",
             EventKindArg::Http503 => "http_503",
+            EventKindArg::ProxyAnswered503 => "proxy_answered_503",
             EventKindArg::Failure => "failure",
             EventKindArg::Dns => "dns",
             EventKindArg::Seeded => "seeded",

@@ -8,7 +8,8 @@
 //! - [`dns_names`]: the DNS name behind each connection, and its staleness;
 //! - [`failure`] + [`facts`] + [`cause`]: failures, the facts about them, and
 //!   the one cause those facts give;
-//! - [`attribution`]: 503s joined to the failures behind them;
+//! - [`attribution`]: 503s joined to the failures behind them, by the
+//!   proxy's own connections and across hops on this node ([`hops`]);
 //! - [`findings`]: patterns with evidence and the fix ([`remedy`]).
 //!
 //! [`Analysis`] feeds every event to the stages that need it, in order, and
@@ -16,7 +17,8 @@
 //! pacing, in `metadata`, is its only clock).
 //! Failures are decided `settle` after their connection closes, so that
 //! related events (a listener closing, the 503 the proxy writes) have
-//! arrived; 503s wait up to the attribution window for their failure.
+//! arrived; a 503 is decided one attribution window after it was written,
+//! and a proxy failure no 503 took is reported two windows after it.
 
 pub mod attribution;
 pub mod cause;
@@ -25,6 +27,7 @@ pub mod dns_names;
 pub mod facts;
 pub mod failure;
 pub mod findings;
+pub mod hops;
 pub mod idle;
 pub mod naming;
 pub mod observation;
@@ -46,15 +49,16 @@ use crate::{
     kernel::reset_reasons::ResetReasons,
     metadata::{PodName, Pods},
 };
-use attribution::{Attributor, Seen503};
+use attribution::{Attributor, Seen503, Settled, Verdict};
 use direction::DirectionClassifier;
 use dns_names::DnsNames;
 use failure::{Failure, Settling, is_stale, request_in_flight};
 use findings::{Finding, Findings, Mismatch, Scope};
+use hops::ProxyConn;
 use idle::IdleLearner;
 pub use naming::Labels;
 use naming::Naming;
-pub use observation::{DnsSeen, Http503, Observation};
+pub use observation::{DnsSeen, FailureRef, Hop, Http503, Observation};
 use proxy::ProxyMatcher;
 use topology::{ListenerView, Topology};
 
@@ -177,6 +181,7 @@ impl Analysis {
             EventKind::ListenClose => self.topology.unlisten(ev.netns, ev.local, ev.mono_ns),
             EventKind::Connect | EventKind::Accept => {
                 self.topology.own(ev.netns, ev.local.ip());
+                self.index_proxy_conn(ev, applied);
                 if let (EventKind::Connect, Applied::Open { id }) = (ev.kind, applied) {
                     self.dns
                         .connected(*id, ev.netns, ev.remote.ip(), ev.stats.start_ns.max(1));
@@ -188,9 +193,15 @@ impl Analysis {
                 });
             }
             // Opened before we started: not counted as opened, but its address is owned.
-            EventKind::Seeded => self.topology.own(ev.netns, ev.local.ip()),
+            EventKind::Seeded => {
+                self.topology.own(ev.netns, ev.local.ip());
+                self.index_proxy_conn(ev, applied);
+            }
             EventKind::Reset => self.reset(ev, out),
             EventKind::Reuse => {
+                if let Applied::Open { id } = applied {
+                    self.attribution.conns.thread(*id, ev.stats.io_tid);
+                }
                 if let Some(idle) = (ev.stats.last_reuse_idle_ns != 0)
                     .then(|| Duration::from_nanos(ev.stats.last_reuse_idle_ns))
                 {
@@ -199,24 +210,62 @@ impl Analysis {
                     out.push(Observation::Reuse { labels, idle });
                 }
             }
-            EventKind::HttpStatus => {
-                // A 503 a proxy wrote to its downstream (a socket it accepted).
-                if matches!(applied, Applied::Open { .. })
-                    && ev.role == Role::Server
-                    && self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm)
-                {
-                    self.attribution.seen_503(Seen503 {
-                        at_ns: ev.mono_ns,
-                        netns: ev.netns,
-                        pid: ev.process.pid,
-                    });
-                }
-            }
+            EventKind::HttpStatus => self.http_503(ev, applied),
             EventKind::Close => {
                 if let Applied::Closed(conn) = applied {
                     self.closed(conn, now_ns, out);
                 }
             }
+        }
+    }
+
+    /// A proxy's connection, indexed to follow requests across hops.
+    fn index_proxy_conn(&mut self, ev: &Event, applied: &Applied) {
+        let Applied::Open { id } = applied else {
+            return;
+        };
+        if !self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm) {
+            return;
+        }
+        // An accepted socket's owner is its listener's: only its I/O names the worker.
+        let tid = match (ev.stats.io_tid, ev.role) {
+            (0, Role::Client) => ev.process.tid,
+            (tid, _) => tid,
+        };
+        let conn = ProxyConn {
+            netns: ev.netns,
+            pid: ev.process.pid,
+            tid,
+            local: ev.local,
+            remote: ev.remote,
+            closed_ns: None,
+        };
+        self.attribution.conns.upsert(*id, ev.role, conn);
+    }
+
+    /// A 503 written on an accepted socket: by a proxy to its downstream, or
+    /// by an app (then to a proxy's upstream connection, or to anyone).
+    fn http_503(&mut self, ev: &Event, applied: &Applied) {
+        let Applied::Open { id } = applied else {
+            return;
+        };
+        if ev.role != Role::Server || ev.http_status != Some(503) {
+            return;
+        }
+        let tid = ev.stats.io_tid;
+        if self.config.proxy.is_proxy(ev.process.uid, &ev.process.comm) {
+            self.attribution.conns.thread(*id, tid);
+            self.attribution.proxy_503(Seen503 {
+                at_ns: ev.mono_ns,
+                netns: ev.netns,
+                pid: ev.process.pid,
+                tid,
+                comm: ev.process.comm.clone(),
+                local: ev.local,
+                remote: ev.remote,
+            });
+        } else {
+            self.attribution.app_503(ev.mono_ns, ev.netns, ev.remote);
         }
     }
 
@@ -257,6 +306,9 @@ impl Analysis {
             lifetime: conn.lifetime(),
             peer_idle_close,
         });
+        self.attribution.conns.thread(conn.id, conn.stats.io_tid);
+        let closed_ns = conn.stats.closed_ns.max(conn.stats.rst_ns).max(1);
+        self.attribution.conns.closed(conn.id, closed_ns);
         let dns_name = self.dns.closed(conn.id);
         self.settling.closed(conn, dns_name, now_ns);
     }
@@ -300,29 +352,48 @@ impl Analysis {
         self.naming.advance(now_ns);
         while let Some(p) = self.settling.next_ready(now_ns) {
             let failure = self.decide(&p.conn, p.at_ns, p.dns_name.as_deref());
-            self.attribution
-                .failure(p.at_ns, failure.netns, failure.pid, failure.cause);
+            self.attribution.failure(&failure);
             self.findings
                 .failure(&failure, failure.evidence.learned_peer_idle_close);
             out.push(Observation::Failure(Box::new(failure)));
         }
         let mut settled = Vec::new();
         self.attribution.settle(now_ns, &mut settled);
-        for a in settled {
-            let pod = self.naming.pod_label(a.netns, 0);
-            if let Some(cause) = a.cause {
-                self.findings.http_503(&pod.namespace, &pod.pod, cause);
+        for s in settled {
+            match s {
+                Settled::Http503 { seen, verdict } => out.push(self.attributed(seen, verdict)),
+                Settled::ProxyAnswered(f) => out.push(Observation::ProxyAnswered503(f)),
             }
-            out.push(Observation::Http503(Http503 {
-                time: self.clock.wall(a.at_ns),
-                netns: a.netns,
-                namespace: pod.namespace,
-                pod: pod.pod,
-                pid: a.pid,
-                cause: a.cause,
-            }));
         }
         self.report_forgotten(out);
+    }
+
+    fn attributed(&mut self, seen: Seen503, verdict: Verdict) -> Observation {
+        let pod = self.naming.pod_label(seen.netns, 0);
+        let cause = verdict.cause();
+        let (failure, passthrough) = match verdict {
+            Verdict::Failure(f) => (Some(f), false),
+            Verdict::Passthrough => (None, true),
+            Verdict::Unattributed => (None, false),
+        };
+        // The fix belongs where the failure was (the far hop's pod).
+        if let Some(f) = &failure {
+            self.findings.http_503(&f.namespace, &f.pod, f.cause);
+        }
+        Observation::Http503(Http503 {
+            time: self.clock.wall(seen.at_ns),
+            netns: seen.netns,
+            namespace: pod.namespace,
+            pod: pod.pod,
+            pid: seen.pid,
+            tid: seen.tid,
+            comm: seen.comm,
+            local: seen.local,
+            remote: seen.remote,
+            cause,
+            failure,
+            passthrough,
+        })
     }
 
     fn decide(&mut self, conn: &Connection, at_ns: u64, dns_name: Option<&str>) -> Failure {

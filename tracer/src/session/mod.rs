@@ -69,8 +69,8 @@ pub struct State<'a> {
 pub struct Until {
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// After stopping, wait for pending failures and 503s to settle (the
-    /// attribution window) and drain once more.
+    /// After stopping, wait for pending failures and 503s to settle (two
+    /// attribution windows) and drain once more.
     pub settle: bool,
 }
 
@@ -191,8 +191,9 @@ impl Session {
             }
         }
         if until.settle {
+            // A proxy failure no 503 took is reported two windows after it.
             let window = self.pipeline.analysis.config().attribution_window;
-            tokio::time::sleep(window + self.pipeline.analysis.config().settle).await;
+            tokio::time::sleep(2 * window + self.pipeline.analysis.config().settle).await;
             self.drain(&mut observations)?;
         }
         let kernel = CounterTotals::read(&self.tracer.counters);

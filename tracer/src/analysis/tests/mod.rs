@@ -3,6 +3,7 @@
 //! gathered and causes decided (`causes`), and how 503s are joined and
 //! findings merged (`reports`). This file is the harness they share.
 
+mod attribution;
 mod causes;
 mod reports;
 

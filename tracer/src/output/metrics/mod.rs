@@ -50,6 +50,7 @@ struct PodSeries {
     failures: HashSet<PeerCauseLabels>,
     stale_failures: HashSet<PeerCauseLabels>,
     http_503: HashSet<PodCauseLabels>,
+    proxy_answered_503: HashSet<PodCauseLabels>,
     resets: HashSet<ResetLabels>,
     idle_before_reuse: HashSet<PeerLabels>,
     peer_idle_close: HashSet<PeerLabels>,
@@ -124,6 +125,7 @@ pub struct Metrics {
     pub connection_failures: Family<PeerCauseLabels, Counter>,
     pub stale_connection_failures: Family<PeerCauseLabels, Counter>,
     pub http_503: Family<PodCauseLabels, Counter>,
+    pub proxy_answered_503: Family<PodCauseLabels, Counter>,
     pub resets: Family<ResetLabels, Counter>,
     pub idle_before_reuse: Histograms<PeerLabels>,
     pub peer_idle_close: Histograms<PeerLabels>,
@@ -157,6 +159,7 @@ impl Metrics {
             connection_failures: Family::default(),
             stale_connection_failures: Family::default(),
             http_503: Family::default(),
+            proxy_answered_503: Family::default(),
             resets: Family::default(),
             idle_before_reuse: Family::new_with_constructor(seconds_histogram),
             peer_idle_close: Family::new_with_constructor(seconds_histogram),
@@ -200,6 +203,11 @@ impl Metrics {
             "http_503",
             "HTTP 503 responses proxies wrote to their downstream, by the cause of the upstream failure behind them",
             m.http_503.clone(),
+        );
+        registry.register(
+            "proxy_answered_503",
+            "Failures of a proxy's upstream connection with a request in flight that no 503 seen on this node took: 503s this proxy will have answered (unless it retried), not seen as 503s here (e.g. mTLS downstream), by the proxy's pod and cause",
+            m.proxy_answered_503.clone(),
         );
         registry.register(
             "resets",
@@ -428,6 +436,16 @@ impl Metrics {
                 let pod = (h.namespace.as_str(), h.pod.as_str());
                 remember(&mut series.by_pod, pod, |s| &mut s.http_503, &l);
             }
+            Observation::ProxyAnswered503(f) => {
+                let l = PodCauseLabels {
+                    namespace: f.namespace.clone(),
+                    pod: f.pod.clone(),
+                    cause: f.cause.as_str().to_owned(),
+                };
+                self.proxy_answered_503.get_or_create(&l).inc();
+                let pod = (f.namespace.as_str(), f.pod.as_str());
+                remember(&mut series.by_pod, pod, |s| &mut s.proxy_answered_503, &l);
+            }
             Observation::PodForgotten { namespace, pod } => self.forget(series, namespace, pod),
         }
     }
@@ -517,6 +535,9 @@ impl Metrics {
         }
         for l in &s.http_503 {
             self.http_503.remove(l);
+        }
+        for l in &s.proxy_answered_503 {
+            self.proxy_answered_503.remove(l);
         }
         for l in &s.resets {
             self.resets.remove(l);

@@ -113,6 +113,7 @@ impl Output for Printer {
         let record = match observation {
             Observation::Failure(f) => self.builder.failure(f),
             Observation::Http503(h) => self.builder.http_503(h),
+            Observation::ProxyAnswered503(f) => self.builder.proxy_answered_503(f),
             Observation::Dns(d) => self.builder.dns(d),
             _ => return,
         };

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tracer_common::{event::EventKind, tcp};
 
 use crate::{
-    analysis::{DnsSeen, Http503, failure::Failure, observation::side_name},
+    analysis::{DnsSeen, FailureRef, Http503, failure::Failure, observation::side_name},
     conntrack::{Connection, EndReason, table::Applied},
     events::{self, Event, Family},
     kernel::reset_reasons::ResetReasons,
@@ -93,6 +93,12 @@ pub struct TraceRecord {
     // http_503
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// The app answered 503 itself and the proxy passed it on (only when true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<bool>,
+    /// The failure an attributed 503 was paired with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureRecord>,
 
     // failure and http_503
     /// `idle_timeout`, `pod_terminating`, ... (`unattributed` for a 503 with no failure behind it).
@@ -119,6 +125,43 @@ pub struct TraceRecord {
     /// The address set differs from the name's previous answer in this pod.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<bool>,
+}
+
+/// The failure behind an attributed 503, as `http_503` records carry it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRecord {
+    /// The failed connection's `ip:port`s (an upstream connection of the
+    /// proxy, or of the next hop's proxy).
+    pub local: String,
+    pub remote: String,
+    pub namespace: String,
+    pub pod: String,
+    pub pid: u32,
+    /// 0: not known.
+    pub tid: u32,
+    /// RFC 3339 with nanoseconds, UTC: when the connection failed.
+    pub at: String,
+    /// `local`: the proxy's own upstream connection; `far`: the next hop's on this node.
+    pub hop: &'static str,
+    pub cause: &'static str,
+    pub end: &'static str,
+}
+
+impl FailureRecord {
+    fn of(f: &FailureRef) -> Self {
+        Self {
+            local: f.local.to_string(),
+            remote: f.remote.to_string(),
+            namespace: f.namespace.clone(),
+            pod: f.pod.clone(),
+            pid: f.pid,
+            tid: f.tid,
+            at: rfc3339(f.time),
+            hop: f.hop.as_str(),
+            cause: f.cause.as_str(),
+            end: f.end.as_str(),
+        }
+    }
 }
 
 /// Turns events into records; holds the kernel's names for reset reasons.
@@ -235,8 +278,37 @@ impl RecordBuilder {
             namespace: h.namespace.clone(),
             pod: h.pod.clone(),
             pid: h.pid,
+            tid: h.tid,
+            comm: h.comm.clone(),
+            role: Some("server"),
+            family: Family::of(h.local.ip()).as_str(),
+            local: h.local.to_string(),
+            remote: h.remote.to_string(),
             status: Some(503),
             cause: Some(h.cause_name()),
+            passthrough: h.passthrough.then_some(true),
+            failure: h.failure.as_deref().map(FailureRecord::of),
+            ..Self::empty()
+        }
+    }
+
+    /// A proxy failure no 503 seen here took: a 503 that proxy will have answered.
+    pub fn proxy_answered_503(&self, f: &FailureRef) -> TraceRecord {
+        TraceRecord {
+            time: rfc3339(f.time),
+            event: "proxy_answered_503",
+            netns: f.netns,
+            namespace: f.namespace.clone(),
+            pod: f.pod.clone(),
+            pid: f.pid,
+            tid: f.tid,
+            comm: f.comm.clone(),
+            role: Some("client"),
+            family: Family::of(f.local.ip()).as_str(),
+            local: f.local.to_string(),
+            remote: f.remote.to_string(),
+            end: Some(f.end.as_str()),
+            cause: Some(f.cause.as_str()),
             ..Self::empty()
         }
     }
@@ -275,6 +347,8 @@ impl RecordBuilder {
             state: None,
             idle_before_reuse_ms: None,
             status: None,
+            passthrough: None,
+            failure: None,
             cause: None,
             stale: None,
             direction: None,

@@ -54,6 +54,16 @@ fn detail(r: &TraceRecord) -> String {
     if let Some(cause) = r.cause {
         put("cause", cause.to_owned());
     }
+    if let Some(true) = r.passthrough {
+        put("passthrough", "yes".to_owned());
+    }
+    if let Some(f) = &r.failure {
+        put("hop", f.hop.to_owned());
+        put(
+            "failed",
+            format!("{}/{}:{}->{}", f.namespace, f.pod, f.local, f.remote),
+        );
+    }
     if let Some(true) = r.stale {
         put("stale", "yes".to_owned());
     }
