@@ -82,9 +82,14 @@ pub(crate) fn config(s: &MeshSidecar) -> String {
             String::new(),
         ),
     };
+    // On an idle HTTP/1 connection Envoy first drains (the next response
+    // says `Connection: close`) and closes only after `drain_timeout` (5 s
+    // by default), then waits `delayed_close_timeout` (1 s) for the peer to
+    // close first: both shortened, the sidecar itself closes idle
+    // connections (close_notify and FIN).
     let downstream_idle = s.downstream_idle.map_or(String::new(), |t| {
         format!(
-            "\n          common_http_protocol_options: {{ idle_timeout: {}s }}",
+            "\n          common_http_protocol_options: {{ idle_timeout: {}s }}\n          drain_timeout: 0.05s\n          delayed_close_timeout: 0s",
             t.as_secs_f64()
         )
     });
