@@ -356,10 +356,14 @@ pub(super) fn passed_through(
     let mut lines = vec![format!("client: {client}")];
     lines.extend(summary(c));
     lines.push(format!(
-        "per request: {} of the app's {} 503s counted once, unattributed, as pass-through; \
+        "per request: {} of the app's {} 503s counted once, unattributed ({} marked passthrough); \
          {} requests retried to a 200 with {retried_failures} failures behind them",
         tally.passed,
         tally.checked,
+        with_503
+            .iter()
+            .filter(|r| r.seen.iter().any(|s| s.passthrough))
+            .count(),
         retried.len()
     ));
     lines.push(counts.line("peer_reset"));
@@ -368,7 +372,7 @@ pub(super) fn passed_through(
         push_problems(
             &mut failed,
             format!(
-                "{} of the app's {} 503s not a lone pass-through",
+                "{} of the app's {} 503s not counted once unattributed",
                 tally.checked - tally.passed,
                 tally.checked
             ),

@@ -201,8 +201,7 @@ fn the_apps_own_503_passes_through_unattributed() {
         line(1000, 503, "-", "127.0.0.1:40000", Some(POOLED)),
         line(1100, 503, "-", "127.0.0.1:40001", Some(POOLED)),
     ];
-    let mut through = seen(1004, "127.0.0.1:40000", "unattributed", None);
-    through.passthrough = true;
+    let through = seen(1004, "127.0.0.1:40000", "unattributed", None);
     let taken = seen(
         1104,
         "127.0.0.1:40001",
