@@ -8,6 +8,8 @@ its connection is closed, and the kernel answers it with a reset: the
 idle-timeout race that turns into Envoy's 503 UC, made frequent.
 
 GET /reset closes the connection with SO_LINGER 0 instead of answering.
+GET /flaky does that to every other /flaky (the first, third, ...): a retry
+on a new connection gets a 200. GET /503 answers 503 itself.
 SIGTERM: stop listening, close idle connections, drain for --drain seconds, exit.
 Runs for at most --max-seconds.
 """
@@ -37,7 +39,7 @@ def main():
     listener.listen(128)
     listener.setblocking(False)
     conns = {}  # socket -> {"last": t, "buf": bytes}
-    state = {"stopping_at": None}
+    state = {"stopping_at": None, "flaky": 0}
 
     def on_term(*_):
         if state["stopping_at"] is None:
@@ -89,13 +91,16 @@ def main():
             while b"\r\n\r\n" in st["buf"]:
                 head, st["buf"] = st["buf"].split(b"\r\n\r\n", 1)
                 path = head.split(b" ")[1] if b" " in head else b"/"
+                if path == b"/flaky":
+                    state["flaky"] += 1
+                    path = b"/reset" if state["flaky"] % 2 == 1 else b"/"
                 if path == b"/reset":
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     s.close()
                     del conns[s]
                     break
-                body = b"ok\n"
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body))
+                status, body = (b"503 Service Unavailable", b"unavailable\n") if path == b"/503" else (b"200 OK", b"ok\n")
+                s.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (status, len(body), body))
     print("app exiting", flush=True)
     sys.exit(0)
 

@@ -5,6 +5,7 @@
 
 mod checks;
 pub(crate) mod envoy;
+mod mesh;
 pub mod net;
 pub(crate) mod procs;
 mod prometheus;
@@ -127,14 +128,18 @@ impl Outcome {
 /// Runs of one scenario before a fault that never reproduces counts as failed.
 const ATTEMPTS: usize = 3;
 
+/// Every scenario: the plaintext ones, then the mesh's (mTLS between sidecars).
+fn all_scenarios() -> impl Iterator<Item = &'static scenarios::Scenario> {
+    SCENARIOS.iter().chain(mesh::SCENARIOS)
+}
+
 /// Runs the scenarios and reports each; returns (passed, failed).
 pub fn run_scenarios(only: Option<&str>, build: bool) -> Result<(usize, usize)> {
-    let selected: Vec<_> = SCENARIOS
-        .iter()
+    let selected: Vec<_> = all_scenarios()
         .filter(|s| only.is_none_or(|o| o == s.name))
         .collect();
     if selected.is_empty() {
-        let names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+        let names: Vec<_> = all_scenarios().map(|s| s.name).collect();
         bail!("unknown scenario; choose one of: {}", names.join(", "));
     }
     let lab = Lab::prepare(build)?;
