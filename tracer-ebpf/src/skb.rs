@@ -4,13 +4,15 @@
 //! (`features` bits, frozen at load: the verifier drops the others).
 
 use aya_ebpf::programs::SkBuffContext;
-use tracer_common::config::features::{DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, RST_PACKETS};
+use tracer_common::config::features::{
+    DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, PROTOCOLS, RST_PACKETS,
+};
 
 use crate::{
     config, dns, http,
     packet::{self, IPPROTO_TCP},
     packet_activity::{self, Direction},
-    rst_packet,
+    proto, rst_packet,
 };
 
 #[inline(always)]
@@ -23,6 +25,11 @@ pub fn on_egress(ctx: &SkBuffContext) {
     let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
+    // Before packet activity: the h2 preface marks the socket before its
+    // first segment would count as a request.
+    if features & PROTOCOLS != 0 {
+        proto::on_egress(ctx, payload);
+    }
     if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
         && let Some(sk) = packet::full_sock(ctx)
     {
@@ -44,12 +51,18 @@ pub fn on_ingress(ctx: &SkBuffContext) {
     let Some((family, l4, protocol)) = packet::transport(ctx) else {
         return;
     };
-    if features & PACKET_ACTIVITY != 0
+    if features & (PACKET_ACTIVITY | PROTOCOLS) != 0
         && protocol == IPPROTO_TCP
         && let Some(payload) = packet::tcp_payload(ctx, l4)
-        && let Some(sk) = packet::full_sock(ctx)
     {
-        packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
+        if features & PACKET_ACTIVITY != 0
+            && let Some(sk) = packet::full_sock(ctx)
+        {
+            packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
+        }
+        if features & PROTOCOLS != 0 {
+            proto::on_ingress(ctx, payload);
+        }
     }
     if features & DNS_NETNS_COOKIE != 0 {
         dns::on_ingress(ctx, family, l4, protocol);
