@@ -304,3 +304,32 @@ fn an_expired_ttl_does_not_outrank_idle_close_evidence() {
     assert_eq!(f.cause, Cause::DnsStale);
     assert!(f.evidence.dns.as_ref().unwrap().ttl_expired);
 }
+
+/// A pooled client notices the peer's idle close only when it writes: the
+/// FIN came first, so its idle time is learned all the same, and a later
+/// request reset after as long an idle gap is `idle_timeout`, not `peer_reset`.
+#[test]
+fn a_fin_before_the_next_request_teaches_the_peers_idle_close() {
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.cart_listening();
+    let fin_first = ConnStats {
+        peer_close_idle_ns: 1000 * MS,
+        ..reused_then_reset(2990, 1990, 2000, 2995)
+    };
+    connect_and_close(&mut lab, 0xa, fin_first, 3000);
+    // Reset 13 ms after a request that followed 980 ms of idle, no FIN.
+    let raced = ConnStats {
+        fin_in_ns: 0,
+        flags: flags::ESTABLISHED | flags::RST_IN | flags::CLOSED,
+        ..reused_then_reset(5990, 980, 0, 6003)
+    };
+    connect_and_close(&mut lab, 0xb, raced, 6010);
+    lab.tick(7000 * MS);
+    let failures = lab.failures();
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[1].cause, Cause::IdleTimeout);
+    assert_eq!(
+        failures[1].evidence.learned_peer_idle_close,
+        Some(Duration::from_secs(1))
+    );
+}
