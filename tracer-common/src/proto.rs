@@ -59,7 +59,7 @@ pub enum Start {
 /// The protocol a payload starting with `head` opens.
 #[inline(always)]
 pub fn start(head: &[u8; HEAD]) -> Start {
-    if head == &[b'P', b'R', b'I', b' ', b'*', b' ', b'H', b'T', b'T'] {
+    if head == b"PRI * HTT" {
         return Start::H2Preface;
     }
     // ContentType handshake, version 3.x, length, HandshakeType client_hello.

@@ -118,7 +118,7 @@ fn listen(pair: &PodPair) -> TcpListener {
     })
 }
 
-fn close_of<'a>(events: &'a [Value], local: SocketAddr) -> &'a Value {
+fn close_of(events: &[Value], local: SocketAddr) -> &Value {
     let found = select(events, "close", |e| e["local"] == local.to_string());
     assert_eq!(found.len(), 1, "one close for {local}:\n{}", dump(events));
     found[0]
