@@ -11,6 +11,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 use tracer_common::{
     event::{SockState, flags},
+    http::STATUS_LINE_PREFIX,
     proto::{self, H2_FRAME_HEADER, H2_PREFACE, H2Segment, HEAD, Start},
 };
 
@@ -20,13 +21,21 @@ use crate::{
     packet,
 };
 
-/// A segment leaving a socket, payload at `payload`.
+/// A segment leaving a socket, payload at `payload`; `loaded`: its first
+/// bytes if the segment had that many (loaded once for the HTTP peek too).
 #[inline(always)]
-pub fn on_egress(ctx: &SkBuffContext, payload: usize) {
+pub fn on_egress(ctx: &SkBuffContext, payload: usize, loaded: Option<&[u8; STATUS_LINE_PREFIX]>) {
     let total = ctx.len() as usize;
-    let Ok(head) = ctx.load::<[u8; HEAD]>(payload) else {
-        return; // shorter than any frame header or ClientHello
-    };
+    let mut head = [0u8; HEAD];
+    match loaded {
+        Some(bytes) => head.copy_from_slice(&bytes[..HEAD]),
+        None if total < payload + HEAD => return, // too short for anything
+        // 9 to 11 bytes: a SETTINGS ack, a PING's header...
+        None => match ctx.load::<[u8; HEAD]>(payload) {
+            Ok(bytes) => head = bytes,
+            Err(_) => return,
+        },
+    }
     let start = proto::start(&head);
     let frame = start == Start::Other && proto::h2_frame(&head).is_some();
     if start == Start::Other && !frame {

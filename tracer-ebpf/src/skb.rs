@@ -4,8 +4,9 @@
 //! (`features` bits, frozen at load: the verifier drops the others).
 
 use aya_ebpf::programs::SkBuffContext;
-use tracer_common::config::features::{
-    DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, PROTOCOLS, RST_PACKETS,
+use tracer_common::{
+    config::features::{DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, PROTOCOLS, RST_PACKETS},
+    http::STATUS_LINE_PREFIX,
 };
 
 use crate::{
@@ -25,10 +26,17 @@ pub fn on_egress(ctx: &SkBuffContext) {
     let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
+    // The payload's first bytes, loaded once for both peeks (a segment
+    // shorter than a status line gets its own, shorter load in `proto`).
+    let head = if features & (HTTP_PEEK | PROTOCOLS) != 0 {
+        ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload).ok()
+    } else {
+        None
+    };
     // Before packet activity: the h2 preface marks the socket before its
     // first segment would count as a request.
     if features & PROTOCOLS != 0 {
-        proto::on_egress(ctx, payload);
+        proto::on_egress(ctx, payload, head.as_ref());
     }
     if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
         && let Some(sk) = packet::full_sock(ctx)
@@ -40,8 +48,10 @@ pub fn on_egress(ctx: &SkBuffContext) {
             rst_packet::on_egress(ctx, sk, family, l4);
         }
     }
-    if features & HTTP_PEEK != 0 {
-        http::on_egress(ctx, family, payload);
+    if features & HTTP_PEEK != 0
+        && let Some(head) = &head
+    {
+        http::on_egress(ctx, family, head);
     }
 }
 
