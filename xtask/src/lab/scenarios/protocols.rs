@@ -71,6 +71,69 @@ fn wall_secs(v: &Value) -> Option<f64> {
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
+/// Joins each 503 of Envoy's access log (after the baseline) to a failure
+/// conntracer reported for the sidecar's upstream connection, by time: the
+/// failure within 1 s after the request started, each failure used once.
+/// Returns (joined to `cause`, 503s, lines about the others).
+fn join_503s(stage: &Stage, cause: &str) -> (usize, usize, Vec<String>) {
+    let text = std::fs::read_to_string(stage.dir.join("access.log")).unwrap_or_default();
+    let starts: Vec<f64> = text
+        .lines()
+        .skip(stage.baseline.0)
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let time = parts.next()?;
+            (parts.next()? == "503").then_some(())?;
+            wall_secs(&Value::String(time.to_owned()))
+        })
+        .collect();
+    let failures: Vec<(f64, Value)> = trace_failures(stage)
+        .into_iter()
+        .filter(|f| {
+            f["comm"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("envoy") || c.starts_with("wrk"))
+        })
+        .filter_map(|f| Some((wall_secs(&f["time"])?, f)))
+        .collect();
+    let mut used = vec![false; failures.len()];
+    let (mut joined, mut other) = (0, Vec::new());
+    for start in &starts {
+        let found = failures
+            .iter()
+            .enumerate()
+            .filter(|(i, (t, _))| !used[*i] && (-0.05..1.0).contains(&(t - start)))
+            .min_by(|a, b| a.1.0.total_cmp(&b.1.0));
+        match found {
+            Some((i, (_, f))) => {
+                used[i] = true;
+                if f["cause"] == cause {
+                    joined += 1;
+                } else {
+                    other.push(format!("503 at {start:.3}: failure {}", f["cause"]));
+                }
+            }
+            None => other.push(format!(
+                "503 at {start:.3}: no failure of the sidecar within 1 s"
+            )),
+        }
+    }
+    (joined, starts.len(), other)
+}
+
+/// Adds the per-request join of Envoy's 503s to `outcome`.
+fn check_503s_joined(stage: &Stage, cause: &str, outcome: &mut Outcome) {
+    let (joined, total, other) = join_503s(stage, cause);
+    outcome.lines.push(format!(
+        "per request: {joined} of Envoy's {total} 503s joined to a sidecar failure with cause {cause}"
+    ));
+    if total > 0 && (joined as f64) < 0.95 * total as f64 {
+        outcome
+            .failed
+            .push(format!("per request: {}", other.join("; ")));
+    }
+}
+
 /// Counts of failures by cause.
 fn by_cause(failures: &[Value]) -> String {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
@@ -273,6 +336,8 @@ fn h2c_stage(
     stage
         .procs
         .push(spawn_envoy_with(lab, &stage.dir, &front, &config)?);
+    let trace = spawn_trace(lab, &stage)?;
+    stage.procs.push(trace);
     stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
     Ok((stage, front))
 }
@@ -369,6 +434,7 @@ pub(super) fn h2c_idle_timeout(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome
     let summary = stage.client(lab, &load(&front, "0.93,0.96,0.98,0.99,1.2", 30))?;
     let mut outcome = check_fault(&stage, lab, "frontend", "idle_timeout", true, s.name)?;
     outcome.lines.insert(0, format!("client: {summary}"));
+    check_503s_joined(&stage, "idle_timeout", &mut outcome);
     Ok(outcome)
 }
 
@@ -390,10 +456,13 @@ pub(super) fn dual_stack_idle(lab: &Lab, s: &Scenario, n: u8) -> Result<Outcome>
         &front,
         &sidecar(r#""::", ipv4_compat: true"#, 15001, &cart_ip, None, &log),
     )?;
+    let trace = spawn_trace(lab, &stage)?;
+    stage.procs.push(trace);
     stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
     stage.client(lab, &load(&front, "1.3", 3))?;
     let summary = stage.client(lab, &load(&front, "0.93,0.96,0.98,0.99,1.2", 30))?;
     let mut outcome = check_fault(&stage, lab, "frontend", "idle_timeout", true, s.name)?;
     outcome.lines.insert(0, format!("client: {summary}"));
+    check_503s_joined(&stage, "idle_timeout", &mut outcome);
     Ok(outcome)
 }
