@@ -13,6 +13,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("bpftool", "bpftool"),
     ("dnsmasq", "dnsmasq-base"),
+    // Certificates for the TLS kernel test (tracer/tests/protocols.rs).
+    ("openssl", "openssl"),
     // promtool checks and unit-tests the alert rules in deploy/.
     ("promtool", "prometheus"),
     // libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
