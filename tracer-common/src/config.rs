@@ -179,6 +179,9 @@ pub mod features {
     /// segment) seen as outgoing RST packets, because `tcp_send_reset` only
     /// fires with a socket before Linux 6.10.
     pub const RST_PACKETS: u32 = 1 << 3;
+    /// h2c and TLS told from a connection's first payload, and h2c control
+    /// frames told from requests (`proto`): egress and ingress.
+    pub const PROTOCOLS: u32 = 1 << 4;
 }
 
 /// Everything the programs read from `CONFIG`.

@@ -122,6 +122,16 @@ pub mod flags {
     /// Opened before the tracer started: found by the start-up enumeration
     /// (opening time and, until its first I/O, owner unknown).
     pub const SEEDED: u32 = 1 << 7;
+    /// Speaks HTTP/2 in cleartext (its first payload was the h2 preface):
+    /// writes of control frames only are not requests (`proto`).
+    pub const H2C: u32 = 1 << 8;
+    /// Speaks TLS (its first payload was a ClientHello): alert-sized records
+    /// (`close_notify`) are not requests (`proto`).
+    pub const TLS: u32 = 1 << 9;
+    /// An h2c peer sent GOAWAY (it is closing the connection gracefully).
+    pub const H2_GOAWAY_IN: u32 = 1 << 10;
+    /// An h2c peer reset a stream (RST_STREAM).
+    pub const H2_RST_STREAM_IN: u32 = 1 << 11;
 }
 
 /// Timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC; 0 = never) and counters.
@@ -149,7 +159,8 @@ pub struct ConnStats {
     pub peer_close_idle_ns: u64,
     pub tx_msgs: u32,
     pub rx_msgs: u32,
-    /// Send bursts: the first send, and each send that follows a receive.
+    /// Send bursts: the first send, and each send that follows a receive
+    /// (h2c control frames and TLS alerts excepted: they are not requests).
     pub requests: u32,
     /// [`flags`] bits.
     pub flags: u32,

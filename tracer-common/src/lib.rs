@@ -11,6 +11,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod http;
+pub mod proto;
 pub mod seed;
 pub mod tcp;
 

@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::MsgLengthLayout,
-    event::{EventKind, SockState},
+    event::{EventKind, SockState, flags},
+    proto::TLS_ALERT_MAX_RECORD,
     tcp::{IPPROTO_TCP, MSG_PEEK},
 };
 
@@ -59,11 +60,24 @@ pub fn on_recv_record(ctx: &TracePointContext) {
 }
 
 /// `len` bytes left the socket `sk`: a message (tracepoints) or a packet
-/// (the cgroup_skb fallback).
+/// (the cgroup_skb fallback). On h2c the frames say whether it is a request
+/// (`proto` counts it); on TLS an alert-sized record is not one.
 #[inline(always)]
 pub fn record_send(sk: u64, st: &mut SockState, len: u64, now: u64) {
+    st.stats.tx_bytes += len;
+    st.stats.tx_msgs += 1;
+    let proto = st.stats.flags & (flags::H2C | flags::TLS);
+    if proto == flags::H2C || (proto == flags::TLS && len <= TLS_ALERT_MAX_RECORD) {
+        return;
+    }
+    record_write(sk, st, now);
+}
+
+/// A write that may be a request: a new one if it is the first or follows
+/// a receive; reuse after a long idle gap is reported.
+#[inline(always)]
+pub fn record_write(sk: u64, st: &mut SockState, now: u64) {
     let stats = &mut st.stats;
-    // A new request: the first send, or a send after the peer answered.
     let after_receive = stats.last_recv_ns > stats.last_send_ns;
     let reuse_idle = if stats.last_send_ns != 0 && after_receive {
         Some(now - stats.last_recv_ns)
@@ -74,8 +88,6 @@ pub fn record_send(sk: u64, st: &mut SockState, len: u64, now: u64) {
         stats.requests += 1;
     }
     stats.last_send_ns = now;
-    stats.tx_bytes += len;
-    stats.tx_msgs += 1;
     if let Some(idle) = reuse_idle {
         stats.last_reuse_idle_ns = idle;
         if idle > stats.max_reuse_idle_ns {

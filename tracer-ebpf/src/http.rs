@@ -17,16 +17,10 @@ use crate::{
     packet,
 };
 
-/// A TCP segment whose payload starts at `payload`.
+/// A TCP segment whose payload starts with `head`.
 #[inline(always)]
-pub fn on_egress(ctx: &SkBuffContext, family: u16, payload: usize) {
-    if (ctx.len() as usize) < payload + STATUS_LINE_PREFIX {
-        return;
-    }
-    let Ok(head) = ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload) else {
-        return;
-    };
-    if status_code(&head) == Some(503) {
+pub fn on_egress(ctx: &SkBuffContext, family: u16, head: &[u8; STATUS_LINE_PREFIX]) {
+    if status_code(head) == Some(503) {
         report(ctx, family, 503);
     }
 }

@@ -24,6 +24,7 @@ mod lifecycle;
 mod maps;
 mod packet;
 mod packet_activity;
+mod proto;
 mod record;
 mod reset;
 mod rst_packet;

@@ -4,13 +4,16 @@
 //! (`features` bits, frozen at load: the verifier drops the others).
 
 use aya_ebpf::programs::SkBuffContext;
-use tracer_common::config::features::{DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, RST_PACKETS};
+use tracer_common::{
+    config::features::{DNS_NETNS_COOKIE, HTTP_PEEK, PACKET_ACTIVITY, PROTOCOLS, RST_PACKETS},
+    http::STATUS_LINE_PREFIX,
+};
 
 use crate::{
     config, dns, http,
     packet::{self, IPPROTO_TCP},
     packet_activity::{self, Direction},
-    rst_packet,
+    proto, rst_packet,
 };
 
 #[inline(always)]
@@ -23,6 +26,18 @@ pub fn on_egress(ctx: &SkBuffContext) {
     let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
+    // The payload's first bytes, loaded once for both peeks (a segment
+    // shorter than a status line gets its own, shorter load in `proto`).
+    let head = if features & (HTTP_PEEK | PROTOCOLS) != 0 {
+        ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload).ok()
+    } else {
+        None
+    };
+    // Before packet activity: the h2 preface marks the socket before its
+    // first segment would count as a request.
+    if features & PROTOCOLS != 0 {
+        proto::on_egress(ctx, payload, head.as_ref());
+    }
     if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
         && let Some(sk) = packet::full_sock(ctx)
     {
@@ -33,8 +48,10 @@ pub fn on_egress(ctx: &SkBuffContext) {
             rst_packet::on_egress(ctx, sk, family, l4);
         }
     }
-    if features & HTTP_PEEK != 0 {
-        http::on_egress(ctx, family, payload);
+    if features & HTTP_PEEK != 0
+        && let Some(head) = &head
+    {
+        http::on_egress(ctx, family, head);
     }
 }
 
@@ -44,12 +61,18 @@ pub fn on_ingress(ctx: &SkBuffContext) {
     let Some((family, l4, protocol)) = packet::transport(ctx) else {
         return;
     };
-    if features & PACKET_ACTIVITY != 0
+    if features & (PACKET_ACTIVITY | PROTOCOLS) != 0
         && protocol == IPPROTO_TCP
         && let Some(payload) = packet::tcp_payload(ctx, l4)
-        && let Some(sk) = packet::full_sock(ctx)
     {
-        packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
+        if features & PACKET_ACTIVITY != 0
+            && let Some(sk) = packet::full_sock(ctx)
+        {
+            packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
+        }
+        if features & PROTOCOLS != 0 {
+            proto::on_ingress(ctx, payload);
+        }
     }
     if features & DNS_NETNS_COOKIE != 0 {
         dns::on_ingress(ctx, family, l4, protocol);

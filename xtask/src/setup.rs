@@ -13,7 +13,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("bpftool", "bpftool"),
     ("dnsmasq", "dnsmasq-base"),
-    // The lab's mesh certificates (a root, one per sidecar).
+    // Certificates: the lab's mesh (a root, one per sidecar) and the TLS
+    // kernel test (tracer/tests/protocols.rs).
     ("openssl", "openssl"),
     // promtool checks and unit-tests the alert rules in deploy/.
     ("promtool", "prometheus"),

@@ -8,12 +8,21 @@
 //!    no listener on that address (e.g. the app binds 127.0.0.1 only) and no
 //!    termination under way;
 //! 3. `dns_stale` — the remote IP had dropped out of the latest DNS answer
-//!    for its name in that pod, or its record expired with no new answer;
-//! 4. `idle_timeout` — on a reused connection, the request was written onto
-//!    a connection the peer had already closed (its FIN came first), or after
-//!    an idle gap of at least 80 % of the peer's learned idle-close time;
-//! 5. `peer_reset` — any other reset received with a request in flight;
-//! 6. `unknown`.
+//!    for its name in that pod (a newer answer no longer has it);
+//! 4. `dns_stale` (`ttl_expired` in its evidence) — the name's record
+//!    expired with no new lookup since, and no idle-close evidence (5)
+//!    explains the failure: only where the DNS answer itself is the reason
+//!    (a firewall that admits recently resolved addresses only). A quiet
+//!    pooled client outlives a 5–30 s TTL on every idle connection, so an
+//!    expired TTL alone proves nothing;
+//! 5. `idle_timeout` — on a reused connection, idle-close evidence: the
+//!    request was written onto a connection the peer had already closed (its
+//!    FIN came first), or after an idle gap of at least 80 % of the peer's
+//!    learned idle-close time, or the peer's FIN came right after (within
+//!    [`FIN_RACE`]) a request that followed an idle gap of at least
+//!    [`RACE_MIN_IDLE`] (the peer's idle timer fired as the request crossed);
+//! 6. `peer_reset` — any other reset received with a request in flight;
+//! 7. `unknown`.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +59,12 @@ impl Cause {
     }
 }
 
+/// A peer FIN this soon after our request raced it (the peer closed an
+/// idle connection as the request was on its way, not because of it).
+pub const FIN_RACE: std::time::Duration = std::time::Duration::from_millis(200);
+/// ...when the request followed at least this much idle time.
+pub const RACE_MIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The facts the precedence looks at, gathered by the analyzer.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -64,13 +79,36 @@ pub struct Facts {
     pub peer_terminating_before: Option<std::time::Duration>,
     /// Something listens on the port, but not on the address connected to.
     pub listener_other_address_only: bool,
-    pub dns_stale: bool,
+    /// The remote IP dropped out of a newer DNS answer for its name.
+    pub dns_dropped: bool,
+    /// The name's record expired with no new lookup since.
+    pub dns_ttl_expired: bool,
     /// Reused connection (at least one earlier request).
     pub reused: bool,
     /// The peer's FIN arrived before our last write.
     pub peer_closed_before_request: bool,
     pub idle_before_request: Option<std::time::Duration>,
     pub learned_peer_idle_close: Option<std::time::Duration>,
+    /// From our last send to the peer's FIN, when the FIN came after it.
+    pub send_to_peer_fin: Option<std::time::Duration>,
+}
+
+impl Facts {
+    /// Evidence that the peer closed an idle connection under the request.
+    pub fn idle_close_evidence(&self) -> bool {
+        if !self.reused {
+            return false;
+        }
+        let idle_past_timeout = match (self.idle_before_request, self.learned_peer_idle_close) {
+            (Some(idle), Some(learned)) => idle.as_secs_f64() >= 0.8 * learned.as_secs_f64(),
+            _ => false,
+        };
+        let fin_raced_request = match (self.send_to_peer_fin, self.idle_before_request) {
+            (Some(fin), Some(idle)) => fin <= FIN_RACE && idle >= RACE_MIN_IDLE,
+            _ => false,
+        };
+        self.peer_closed_before_request || idle_past_timeout || fin_raced_request
+    }
 }
 
 pub fn decide(f: &Facts) -> Cause {
@@ -80,18 +118,15 @@ pub fn decide(f: &Facts) -> Cause {
     if f.connect_refused && f.same_pod {
         return Cause::AppNotListening;
     }
-    if f.dns_stale {
+    if f.dns_dropped {
         return Cause::DnsStale;
     }
-    if f.reused {
-        let raced_close = f.peer_closed_before_request;
-        let idle_past_timeout = match (f.idle_before_request, f.learned_peer_idle_close) {
-            (Some(idle), Some(learned)) => idle.as_secs_f64() >= 0.8 * learned.as_secs_f64(),
-            _ => false,
-        };
-        if raced_close || idle_past_timeout {
-            return Cause::IdleTimeout;
-        }
+    let idle_close = f.idle_close_evidence();
+    if f.dns_ttl_expired && !idle_close {
+        return Cause::DnsStale;
+    }
+    if idle_close {
+        return Cause::IdleTimeout;
     }
     if f.reset_received {
         return Cause::PeerReset;
@@ -137,7 +172,7 @@ mod tests {
         };
         assert_eq!(decide(&not_reused), Cause::PeerReset);
         let dns = Facts {
-            dns_stale: true,
+            dns_dropped: true,
             ..raced.clone()
         };
         assert_eq!(decide(&dns), Cause::DnsStale);
@@ -167,5 +202,96 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(decide(&plain_fin), Cause::Unknown);
+    }
+
+    /// A reused connection whose record expired (no lookup since) and that
+    /// the peer reset: the base each idle-close branch is added to.
+    fn ttl_expired_reset() -> Facts {
+        Facts {
+            reset_received: true,
+            reused: true,
+            dns_ttl_expired: true,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn an_expired_ttl_alone_is_dns_stale() {
+        assert_eq!(decide(&ttl_expired_reset()), Cause::DnsStale);
+        // A short idle gap or a late FIN is no idle-close evidence.
+        let late_fin = Facts {
+            idle_before_request: Some(Duration::from_secs(5)),
+            send_to_peer_fin: Some(Duration::from_millis(900)),
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&late_fin), Cause::DnsStale);
+        let short_idle = Facts {
+            idle_before_request: Some(Duration::from_millis(300)),
+            learned_peer_idle_close: Some(Duration::from_secs(10)),
+            send_to_peer_fin: Some(Duration::from_millis(1)),
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&short_idle), Cause::DnsStale);
+    }
+
+    #[test]
+    fn idle_close_evidence_outranks_an_expired_ttl() {
+        let closed_first = Facts {
+            peer_closed_before_request: true,
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&closed_first), Cause::IdleTimeout);
+        let past_learned = Facts {
+            idle_before_request: Some(Duration::from_millis(4_900)),
+            learned_peer_idle_close: Some(Duration::from_secs(5)),
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&past_learned), Cause::IdleTimeout);
+        let fin_raced = Facts {
+            idle_before_request: Some(Duration::from_millis(1_950)),
+            send_to_peer_fin: Some(Duration::from_micros(300)),
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&fin_raced), Cause::IdleTimeout);
+        // Idle evidence needs a reused connection.
+        let first_request = Facts {
+            reused: false,
+            ..closed_first
+        };
+        assert_eq!(decide(&first_request), Cause::DnsStale);
+    }
+
+    #[test]
+    fn an_address_dropped_from_a_newer_answer_stays_dns_stale() {
+        let dropped = Facts {
+            dns_dropped: true,
+            peer_closed_before_request: true,
+            idle_before_request: Some(Duration::from_secs(9)),
+            learned_peer_idle_close: Some(Duration::from_secs(10)),
+            ..ttl_expired_reset()
+        };
+        assert_eq!(decide(&dropped), Cause::DnsStale);
+        // ...below termination, as before.
+        let terminating = Facts {
+            peer_terminating_before: Some(Duration::from_secs(1)),
+            ..dropped
+        };
+        assert_eq!(decide(&terminating), Cause::PodTerminating);
+    }
+
+    #[test]
+    fn a_fin_racing_a_request_after_idle_is_idle_timeout_without_dns() {
+        let raced = Facts {
+            reused: true,
+            idle_before_request: Some(Duration::from_secs(2)),
+            send_to_peer_fin: Some(Duration::from_millis(2)),
+            ..Facts::default()
+        };
+        assert_eq!(decide(&raced), Cause::IdleTimeout);
+        let busy = Facts {
+            idle_before_request: Some(Duration::from_millis(20)),
+            ..raced
+        };
+        assert_eq!(decide(&busy), Cause::Unknown);
     }
 }

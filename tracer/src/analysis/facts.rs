@@ -92,11 +92,14 @@ pub fn gather(
         listener_closed_before,
         peer_terminating_before,
         listener_other_address_only: !listener_only_on.is_empty(),
-        dns_stale: staleness.is_some(),
+        dns_dropped: staleness.as_ref().is_some_and(|st| !st.ttl_expired),
+        dns_ttl_expired: staleness.as_ref().is_some_and(|st| st.ttl_expired),
         reused,
         peer_closed_before_request: s.fin_in_ns != 0 && s.fin_in_ns <= s.last_send_ns,
         idle_before_request: conn.last_reuse_idle().filter(|_| reused),
         learned_peer_idle_close: learned,
+        send_to_peer_fin: (s.fin_in_ns != 0 && s.last_send_ns != 0 && s.fin_in_ns > s.last_send_ns)
+            .then(|| Duration::from_nanos(s.fin_in_ns - s.last_send_ns)),
     };
     let peer_close_at = if s.rst_ns != 0 && s.flags & flags::RST_IN != 0 {
         s.rst_ns

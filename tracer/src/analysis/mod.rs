@@ -294,10 +294,15 @@ impl Analysis {
             self.topology.own(conn.netns, conn.local.ip());
         }
         let labels = self.labels((conn.netns, conn.process.cgroup_id), conn.role, conn.remote);
-        // A FIN right after a response is the protocol (`Connection: close`), not an idle timeout.
-        let peer_idle_close = conn
-            .idle_at_peer_close()
-            .filter(|idle| *idle >= MIN_PEER_IDLE_CLOSE && !request_in_flight(conn));
+        // A FIN right after a response is the protocol (`Connection: close`),
+        // and one answering a request is not idle either; but a FIN that came
+        // before our next request (a pooled client noticing only when it
+        // writes) is the peer's idle close all the same.
+        let s = &conn.stats;
+        let fin_before_request = s.fin_in_ns != 0 && s.fin_in_ns <= s.last_send_ns;
+        let peer_idle_close = conn.idle_at_peer_close().filter(|idle| {
+            *idle >= MIN_PEER_IDLE_CLOSE && (!request_in_flight(conn) || fin_before_request)
+        });
         if let (Some(idle), Role::Client) = (peer_idle_close, conn.role) {
             self.idle.peer_idle_close((conn.netns, conn.remote), idle);
         }

@@ -158,23 +158,34 @@ fn comm(raw: &[u8; 16]) -> String {
 }
 
 /// The family and the two ends (`saddr:sport`, `daddr:dport`) of a tuple.
+/// An AF_INET6 socket talking IPv4 (a dual-stack `[::]` listener's accepted
+/// connections, a Java client) holds IPv4-mapped addresses: those are shown,
+/// and joined, as the IPv4 they are on the wire (the packet programs report
+/// them so).
 pub fn tuple_addresses(t: &Tuple) -> (Family, SocketAddr, SocketAddr) {
-    let ip = |raw: &[u8; 16]| -> IpAddr {
-        if t.family == AF_INET6 {
-            IpAddr::V6(Ipv6Addr::from(*raw))
-        } else {
-            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    if t.family == AF_INET6 {
+        let (local, remote) = (Ipv6Addr::from(t.saddr), Ipv6Addr::from(t.daddr));
+        let local_v4 = local
+            .to_ipv4_mapped()
+            .or_else(|| local.is_unspecified().then_some(Ipv4Addr::UNSPECIFIED));
+        if let (Some(local), Some(remote)) = (local_v4, remote.to_ipv4_mapped()) {
+            return (
+                Family::Ipv4,
+                SocketAddr::new(IpAddr::V4(local), t.sport),
+                SocketAddr::new(IpAddr::V4(remote), t.dport),
+            );
         }
-    };
-    let family = if t.family == AF_INET6 {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
+        return (
+            Family::Ipv6,
+            SocketAddr::new(IpAddr::V6(local), t.sport),
+            SocketAddr::new(IpAddr::V6(remote), t.dport),
+        );
+    }
+    let v4 = |raw: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]));
     (
-        family,
-        SocketAddr::new(ip(&t.saddr), t.sport),
-        SocketAddr::new(ip(&t.daddr), t.dport),
+        Family::Ipv4,
+        SocketAddr::new(v4(&t.saddr), t.sport),
+        SocketAddr::new(v4(&t.daddr), t.dport),
     )
 }
 
@@ -231,6 +242,32 @@ mod tests {
         ev.state.owner.pid = 43;
         ev.state.owner.comm = *b"envoy\0\0\0\0\0\0\0\0\0\0\0";
         ev
+    }
+
+    #[test]
+    fn ipv4_mapped_tuples_are_ipv4() {
+        let mapped = |ip: &str| -> [u8; 16] { ip.parse::<Ipv6Addr>().unwrap().octets() };
+        let mut t = Tuple {
+            family: AF_INET6,
+            sport: 8080,
+            dport: 40000,
+            saddr: mapped("::ffff:10.0.0.2"),
+            daddr: mapped("::ffff:10.0.0.1"),
+            ..Default::default()
+        };
+        let (family, local, remote) = tuple_addresses(&t);
+        assert_eq!(family, Family::Ipv4);
+        assert_eq!(
+            (local.to_string(), remote.to_string()),
+            ("10.0.0.2:8080".to_owned(), "10.0.0.1:40000".to_owned())
+        );
+        // A `[::]` listener, and real IPv6, stay IPv6.
+        t.saddr = [0; 16];
+        t.daddr = [0; 16];
+        assert_eq!(tuple_addresses(&t).0, Family::Ipv6);
+        t.saddr = mapped("fd00::2");
+        t.daddr = mapped("fd00::1");
+        assert_eq!(tuple_addresses(&t).1.to_string(), "[fd00::2]:8080");
     }
 
     fn bytes(ev: &ConnEvent) -> Vec<u8> {

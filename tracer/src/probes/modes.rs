@@ -64,7 +64,9 @@ impl Modes {
             bits |= features::PACKET_ACTIVITY;
         }
         if http_peek {
-            bits |= features::HTTP_PEEK;
+            // Payload peeks, both: 503 status lines, and h2c/TLS keep-alive
+            // traffic told from requests.
+            bits |= features::HTTP_PEEK | features::PROTOCOLS;
         }
         if dns_capture && self.dns == DnsSource::CgroupSkb {
             bits |= features::DNS_NETNS_COOKIE;
@@ -82,7 +84,8 @@ impl Modes {
             || self.no_socket_resets == NoSocketResets::Packets
     }
 
-    /// The cgroup_skb ingress program has work on this kernel.
+    /// The cgroup_skb ingress program has work on this kernel. (An h2c
+    /// peer's GOAWAY / RST_STREAM is noted only where it runs anyway.)
     pub fn needs_ingress(&self, dns_capture: bool) -> bool {
         self.activity == ActivitySource::Packets
             || (dns_capture && self.dns == DnsSource::CgroupSkb)
@@ -195,7 +198,10 @@ mod tests {
         let bits = OLD.features(true, true);
         assert_eq!(
             bits,
-            features::PACKET_ACTIVITY | features::HTTP_PEEK | features::RST_PACKETS
+            features::PACKET_ACTIVITY
+                | features::HTTP_PEEK
+                | features::PROTOCOLS
+                | features::RST_PACKETS
         );
         // Activity needs both directions even with the peek and DNS off.
         assert!(OLD.needs_egress(false) && OLD.needs_ingress(false));
@@ -220,7 +226,7 @@ mod tests {
     fn new_kernels_use_cgroup_skb_only_for_the_peek_and_dns() {
         assert_eq!(
             NEW.features(true, true),
-            features::HTTP_PEEK | features::DNS_NETNS_COOKIE
+            features::HTTP_PEEK | features::PROTOCOLS | features::DNS_NETNS_COOKIE
         );
         assert_eq!(NEW.features(false, false), 0);
         assert!(!NEW.needs_egress(false) && !NEW.needs_ingress(false));

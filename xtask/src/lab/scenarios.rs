@@ -14,6 +14,8 @@ use super::{
     stage::{Forward, Load, Stage, sidecar, spawn_dnsmasq},
 };
 
+mod protocols;
+
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
@@ -60,6 +62,26 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "control-idle-fixed",
         about: "the idle-timeout race, fixed by an Envoy pool idle timeout below the app's",
         run: control_idle_fixed,
+    },
+    Scenario {
+        name: "dns-ttl-idle",
+        about: "a plain pooled client resolving by DNS (1 s TTL, never changing) hits the app's idle timeout: idle_timeout, never dns_stale",
+        run: protocols::dns_ttl_idle,
+    },
+    Scenario {
+        name: "h2c-keepalive",
+        about: "control: h2c sidecar→app with Envoy's keep-alive pings; the app closes idle connections (no request lost): no failure",
+        run: protocols::h2c_keepalive,
+    },
+    Scenario {
+        name: "h2c-idle-timeout",
+        about: "h2c sidecar→app, the app's idle timeout races Envoy's reuse (503 UC): idle_timeout",
+        run: protocols::h2c_idle_timeout,
+    },
+    Scenario {
+        name: "dual-stack-idle",
+        about: "IPv4 clients of Envoy on a dual-stack [::] listener, the idle-timeout race behind it: 503s attributed idle_timeout",
+        run: protocols::dual_stack_idle,
     },
 ];
 

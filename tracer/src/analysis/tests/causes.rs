@@ -41,7 +41,8 @@ fn a_request_written_after_the_peers_fin_is_an_idle_timeout_once_settled() {
         Some(Duration::from_millis(1990))
     );
 
-    // The same reset with the FIN after our request and nothing learned: peer_reset.
+    // The FIN 2 ms after a request that followed ~2 s of idle: the peer's
+    // idle timer fired as the request crossed it (idle-close evidence).
     let mut lab = Lab::new(AnalysisConfig::default());
     lab.cart_listening();
     connect_and_close(
@@ -50,6 +51,13 @@ fn a_request_written_after_the_peers_fin_is_an_idle_timeout_once_settled() {
         reused_then_reset(2990, 1990, 2992, 2995),
         3000,
     );
+    lab.tick(4000 * MS);
+    assert_eq!(lab.failures()[0].cause, Cause::IdleTimeout);
+
+    // The same FIN after a busy connection's request, nothing learned: peer_reset.
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.cart_listening();
+    connect_and_close(&mut lab, 0xc, reused_then_reset(2990, 50, 2992, 2995), 3000);
     lab.tick(4000 * MS);
     assert_eq!(lab.failures()[0].cause, Cause::PeerReset);
 }
@@ -258,5 +266,70 @@ fn a_peer_the_cluster_says_is_terminating_is_pod_terminating_on_any_node() {
         findings[0].remedy.yaml.contains("number: 443"),
         "the Service's port, not the pod's 8443: {}",
         findings[0].remedy.yaml
+    );
+}
+
+/// A 1 s TTL that never changes: every idle pooled connection outlives it.
+/// Its idle-timeout failures stay `idle_timeout` (the DNS evidence is kept);
+/// with no idle-close evidence the expired TTL is the cause.
+#[test]
+fn an_expired_ttl_does_not_outrank_idle_close_evidence() {
+    let short_ttl = || DnsAnswer {
+        ttl: 1,
+        ..api_answer("10.0.0.2")
+    };
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.analysis
+        .observe_dns(FRONTEND, short_ttl(), MS, &mut lab.seen);
+    // The peer's FIN (2 500 ms) came before the request (2 990 ms).
+    connect_and_close(
+        &mut lab,
+        0xa,
+        reused_then_reset(2990, 1990, 2500, 2995),
+        3000,
+    );
+    lab.tick(3300 * MS);
+    let f = lab.failures()[0];
+    assert_eq!(f.cause, Cause::IdleTimeout);
+    let dns = f.evidence.dns.as_ref().expect("DNS evidence kept");
+    assert!(dns.ttl_expired);
+
+    // A busy connection reset with no idle evidence: the expired TTL speaks.
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.analysis
+        .observe_dns(FRONTEND, short_ttl(), MS, &mut lab.seen);
+    connect_and_close(&mut lab, 0xb, reused_then_reset(2990, 50, 2992, 2995), 3000);
+    lab.tick(3300 * MS);
+    let f = lab.failures()[0];
+    assert_eq!(f.cause, Cause::DnsStale);
+    assert!(f.evidence.dns.as_ref().unwrap().ttl_expired);
+}
+
+/// A pooled client notices the peer's idle close only when it writes: the
+/// FIN came first, so its idle time is learned all the same, and a later
+/// request reset after as long an idle gap is `idle_timeout`, not `peer_reset`.
+#[test]
+fn a_fin_before_the_next_request_teaches_the_peers_idle_close() {
+    let mut lab = Lab::new(AnalysisConfig::default());
+    lab.cart_listening();
+    let fin_first = ConnStats {
+        peer_close_idle_ns: 1000 * MS,
+        ..reused_then_reset(2990, 1990, 2000, 2995)
+    };
+    connect_and_close(&mut lab, 0xa, fin_first, 3000);
+    // Reset 13 ms after a request that followed 980 ms of idle, no FIN.
+    let raced = ConnStats {
+        fin_in_ns: 0,
+        flags: flags::ESTABLISHED | flags::RST_IN | flags::CLOSED,
+        ..reused_then_reset(5990, 980, 0, 6003)
+    };
+    connect_and_close(&mut lab, 0xb, raced, 6010);
+    lab.tick(7000 * MS);
+    let failures = lab.failures();
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[1].cause, Cause::IdleTimeout);
+    assert_eq!(
+        failures[1].evidence.learned_peer_idle_close,
+        Some(Duration::from_secs(1))
     );
 }

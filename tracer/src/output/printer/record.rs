@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tracer_common::{event::EventKind, tcp};
+use tracer_common::{
+    event::{EventKind, flags},
+    tcp,
+};
 
 use crate::{
     analysis::{DnsSeen, FailureRef, Http503, failure::Failure, observation::side_name},
@@ -71,6 +74,14 @@ pub struct TraceRecord {
     /// The socket error at close (`ETIMEDOUT`, `ECONNREFUSED`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `h2c` or `tls`, told from the connection's first payload (their
+    /// keep-alive traffic is not counted as requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// HTTP/2 frames the peer sent that end streams or the connection
+    /// (`goaway`, `rst_stream`), on h2c.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2_from_peer: Option<Vec<&'static str>>,
 
     // reset (and `reason` on a close that ended with `reset_sent`)
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -341,6 +352,8 @@ impl RecordBuilder {
             requests: None,
             max_idle_before_reuse_ms: None,
             error: None,
+            protocol: None,
+            h2_from_peer: None,
             side: None,
             reason: None,
             reason_inferred: None,
@@ -399,6 +412,26 @@ impl RecordBuilder {
         record.max_idle_before_reuse_ms =
             (s.max_reuse_idle_ns != 0).then(|| ms(Duration::from_nanos(s.max_reuse_idle_ns)));
         record.error = (s.sk_err != 0).then(|| errno_name(s.sk_err));
+        record.protocol = protocol_name(s.flags);
+        let h2: Vec<&'static str> = [
+            (flags::H2_GOAWAY_IN, "goaway"),
+            (flags::H2_RST_STREAM_IN, "rst_stream"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| s.flags & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+        record.h2_from_peer = (!h2.is_empty()).then_some(h2);
+    }
+}
+
+fn protocol_name(bits: u32) -> Option<&'static str> {
+    if bits & flags::H2C != 0 {
+        Some("h2c")
+    } else if bits & flags::TLS != 0 {
+        Some("tls")
+    } else {
+        None
     }
 }
 
