@@ -46,6 +46,11 @@ pub fn all(lint: bool) -> Result<()> {
             "daemon",
             "--test",
             "seeded",
+            // h2c and TLS requests are told from packets there too.
+            "--test",
+            "protocols",
+            "--test",
+            "dual_stack",
             "--",
             "--test-threads",
             "2",
