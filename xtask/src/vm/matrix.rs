@@ -13,7 +13,13 @@ use super::{Options, SERIES};
 use crate::test::Totals;
 
 /// The integration tests that need a kernel: eBPF programs and namespaces.
-const KERNEL_TESTS: &[&str] = &["trace_kernel", "daemon", "seeded", "protocols", "dual_stack"];
+const KERNEL_TESTS: &[&str] = &[
+    "trace_kernel",
+    "daemon",
+    "seeded",
+    "protocols",
+    "dual_stack",
+];
 
 /// Lab scenarios run in each guest after the kernel tests (30 to 60 s each
 /// under TCG): attribution as on the host (an idle race; refused connects
