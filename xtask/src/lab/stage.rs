@@ -371,10 +371,22 @@ impl App<'_> {
 
 /// Envoy as Istio's sidecar user (uid 1337), its config and log in `dir`.
 pub(crate) fn spawn_envoy(lab: &Lab, dir: &Path, netns: &str, sidecar: &Sidecar) -> Result<Proc> {
-    let config = dir.join("envoy.yaml");
-    std::fs::write(&config, envoy::config(sidecar))?;
+    spawn_envoy_config(lab, dir, netns, "envoy", &envoy::config(sidecar))
+}
+
+/// Envoy as the sidecar user with the config text `config`, written to
+/// `dir/STEM.yaml`, its log in `dir/STEM.log` (`stem` tells sidecars apart).
+pub(crate) fn spawn_envoy_config(
+    lab: &Lab,
+    dir: &Path,
+    netns: &str,
+    stem: &str,
+    config: &str,
+) -> Result<Proc> {
+    let path = dir.join(format!("{stem}.yaml"));
+    std::fs::write(&path, config)?;
     Proc::spawn(
-        "envoy",
+        &stem.replace('-', " "),
         Some(netns),
         &[
             "setpriv",
@@ -384,7 +396,7 @@ pub(crate) fn spawn_envoy(lab: &Lab, dir: &Path, netns: &str, sidecar: &Sidecar)
             "--",
             lab.envoy.to_str().unwrap(),
             "-c",
-            config.to_str().unwrap(),
+            path.to_str().context("config path")?,
             "--concurrency",
             "1",
             "--disable-hot-restart",
@@ -393,7 +405,7 @@ pub(crate) fn spawn_envoy(lab: &Lab, dir: &Path, netns: &str, sidecar: &Sidecar)
             "--file-flush-interval-msec",
             "100",
         ],
-        &dir.join("envoy.log"),
+        &dir.join(format!("{stem}.log")),
     )
 }
 

@@ -39,7 +39,7 @@ use super::{
     procs::Proc,
     scenarios::Scenario,
     scrape,
-    stage::{Load, Stage},
+    stage::{Load, Stage, spawn_envoy_config},
 };
 
 /// How a scenario sets the mesh up.
@@ -245,28 +245,6 @@ fn spawn_sidecar(
     name: &str,
     sidecar: &MeshSidecar,
 ) -> Result<Proc> {
-    let config = dir.join(format!("envoy-{name}.yaml"));
-    std::fs::write(&config, config::config(sidecar))?;
-    Proc::spawn(
-        &format!("envoy {name}"),
-        Some(netns),
-        &[
-            "setpriv",
-            "--reuid=1337",
-            "--regid=1337",
-            "--clear-groups",
-            "--",
-            lab.envoy.to_str().unwrap(),
-            "-c",
-            config.to_str().unwrap(),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--file-flush-interval-msec",
-            "100",
-        ],
-        &dir.join(format!("envoy-{name}.log")),
-    )
+    let stem = format!("envoy-{name}");
+    spawn_envoy_config(lab, dir, netns, &stem, &config::config(sidecar))
 }

@@ -5,9 +5,9 @@
 //! reported for that connection (`conntracer trace` alongside the daemon,
 //! by local port and time), not only counts.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use super::{
@@ -16,7 +16,7 @@ use super::{
         checks::{check_clean, check_fault},
         procs::{Proc, wait_until},
         scrape,
-        stage::{Load, Stage, sidecar, spawn_dnsmasq},
+        stage::{Load, Stage, sidecar, spawn_dnsmasq, spawn_envoy_config},
     },
     Scenario,
 };
@@ -333,42 +333,13 @@ fn h2c_stage(
     let log = stage.dir.join("access.log");
     let side = sidecar("127.0.0.1", 15001, &cart_ip, None, &log);
     let config = h2c_sidecar_config(super::super::envoy::config(&side), ping);
-    stage
-        .procs
-        .push(spawn_envoy_with(lab, &stage.dir, &front, &config)?);
+    stage.procs.push(spawn_envoy_config(
+        lab, &stage.dir, &front, "envoy", &config,
+    )?);
     let trace = spawn_trace(lab, &stage)?;
     stage.procs.push(trace);
     stage.wait_serving(lab, &front, "127.0.0.1", 15001)?;
     Ok((stage, front))
-}
-
-/// Envoy as the sidecar user with a config text of our own (`spawn_envoy`
-/// takes a `Sidecar`, whose config has no HTTP/2 upstream).
-fn spawn_envoy_with(lab: &Lab, dir: &Path, netns: &str, config: &str) -> Result<Proc> {
-    let path = dir.join("envoy.yaml");
-    std::fs::write(&path, config)?;
-    Proc::spawn(
-        "envoy",
-        Some(netns),
-        &[
-            "setpriv",
-            "--reuid=1337",
-            "--regid=1337",
-            "--clear-groups",
-            "--",
-            lab.envoy.to_str().unwrap(),
-            "-c",
-            path.to_str().context("config path")?,
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--file-flush-interval-msec",
-            "100",
-        ],
-        &dir.join("envoy.log"),
-    )
 }
 
 fn load<'a>(front: &'a str, gaps: &'a str, count: u32) -> Load<'a> {
