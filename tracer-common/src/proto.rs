@@ -69,16 +69,35 @@ pub fn start(head: &[u8; HEAD]) -> Start {
     Start::Other
 }
 
-/// An HTTP/2 frame header's length and type, if the bytes can be one.
+/// An HTTP/2 frame header's length and type, if the bytes can be one: a
+/// known type on the stream kind and with the length RFC 9113 §6 gives it.
+/// The per-type rules keep the kernel's lookups off segments that merely
+/// start with small numbers (zeros, length-prefixed binary protocols).
 #[inline(always)]
 pub fn h2_frame(header: &[u8; H2_FRAME_HEADER]) -> Option<(u32, u8)> {
     let len = (header[0] as u32) << 16 | (header[1] as u32) << 8 | header[2] as u32;
     let kind = header[3];
     // The stream id's top bit is reserved (sent as 0).
-    if len > H2_DEFAULT_MAX_FRAME || kind > h2_type::CONTINUATION || header[5] & 0x80 != 0 {
+    if len > H2_DEFAULT_MAX_FRAME || header[5] & 0x80 != 0 {
         return None;
     }
-    Some((len, kind))
+    let on_stream = (header[5] as u32) << 24
+        | (header[6] as u32) << 16
+        | (header[7] as u32) << 8
+        | header[8] as u32
+        != 0;
+    let valid = match kind {
+        h2_type::DATA | h2_type::HEADERS | h2_type::CONTINUATION => on_stream,
+        h2_type::PRIORITY => on_stream && len == 5,
+        h2_type::RST_STREAM => on_stream && len == 4,
+        h2_type::SETTINGS => !on_stream && len.is_multiple_of(6),
+        h2_type::PUSH_PROMISE => on_stream && len >= 4,
+        h2_type::PING => !on_stream && len == 8,
+        h2_type::GOAWAY => !on_stream && len >= 8,
+        h2_type::WINDOW_UPDATE => len == 4,
+        _ => false,
+    };
+    valid.then_some((len, kind))
 }
 
 /// A frame that carries no request or response: connection upkeep.
@@ -232,5 +251,37 @@ mod tests {
             h2_frame(&[0, 0, 8, 6, 0, 0, 0, 0, 0]),
             Some((8, h2_type::PING))
         );
+    }
+
+    #[test]
+    fn frame_headers_break_no_stream_or_length_rule() {
+        // Zeros (the bench's payload) would be DATA on stream 0.
+        assert_eq!(h2_frame(&[0; H2_FRAME_HEADER]), None);
+        let header = |kind: u8, len: u8, stream: u8| [0, 0, len, kind, 0, 0, 0, 0, stream];
+        assert_eq!(
+            h2_frame(&header(h2_type::DATA, 0, 1)),
+            Some((0, h2_type::DATA))
+        );
+        assert_eq!(h2_frame(&header(h2_type::HEADERS, 9, 0)), None);
+        assert_eq!(h2_frame(&header(h2_type::PING, 8, 1)), None);
+        assert_eq!(h2_frame(&header(h2_type::PING, 4, 0)), None);
+        assert_eq!(
+            h2_frame(&header(h2_type::SETTINGS, 12, 0)),
+            Some((12, h2_type::SETTINGS))
+        );
+        assert_eq!(h2_frame(&header(h2_type::SETTINGS, 7, 0)), None);
+        assert_eq!(h2_frame(&header(h2_type::RST_STREAM, 4, 0)), None);
+        assert_eq!(h2_frame(&header(h2_type::GOAWAY, 7, 0)), None);
+        assert_eq!(
+            h2_frame(&header(h2_type::WINDOW_UPDATE, 4, 0)),
+            Some((4, h2_type::WINDOW_UPDATE))
+        );
+        assert_eq!(
+            h2_frame(&header(h2_type::WINDOW_UPDATE, 4, 5)),
+            Some((4, h2_type::WINDOW_UPDATE))
+        );
+        assert_eq!(h2_frame(&header(10, 0, 0)), None);
+        // A length-prefixed binary record: 4-byte length 0x20, then bytes.
+        assert_eq!(h2_frame(&[0, 0, 0, 0x20, 0, 0, 0, 1, 0]), None);
     }
 }

@@ -120,7 +120,7 @@ struct RecentFailure {
 impl RecentFailure {
     /// Free to explain a 503 written at `at_ns`.
     fn available(&self, at_ns: u64) -> bool {
-        self.uses == 0 || (self.connect && at_ns <= self.at_ns + QUEUE)
+        self.uses == 0 || (self.connect && at_ns <= self.at_ns.saturating_add(QUEUE))
     }
 }
 
@@ -196,7 +196,7 @@ impl Attributor {
         while self
             .pending
             .front()
-            .is_some_and(|p| now_ns >= p.at_ns + window + SKEW)
+            .is_some_and(|p| now_ns >= p.at_ns.saturating_add(window + SKEW))
         {
             let seen = self.pending.pop_front().expect("front checked");
             self.decide(seen, out);
@@ -205,7 +205,7 @@ impl Attributor {
         while self
             .recent
             .front()
-            .is_some_and(|f| now_ns > f.at_ns + 2 * (window + SKEW))
+            .is_some_and(|f| now_ns > f.at_ns.saturating_add(2 * (window + SKEW)))
         {
             let f = self.recent.pop_front().expect("front checked");
             if f.proxy && f.uses == 0 {

@@ -282,7 +282,7 @@ impl Settling {
     pub fn closed(&mut self, conn: &Connection, dns_name: Option<String>, now_ns: u64) {
         if let Some(at_ns) = failure_moment(conn) {
             self.queue.push_back(Pending {
-                ready_ns: now_ns + self.settle_ns,
+                ready_ns: now_ns.saturating_add(self.settle_ns),
                 at_ns,
                 conn: Box::new(conn.clone()),
                 dns_name,

@@ -208,7 +208,7 @@ impl BoundedPods {
         };
         if now_ns.saturating_sub(seen_ns) < idle_ns {
             // Nothing to scan for again until the oldest could be idle.
-            self.no_idle_before_ns = seen_ns + idle_ns;
+            self.no_idle_before_ns = seen_ns.saturating_add(idle_ns);
             return false;
         }
         self.seen.remove(&oldest);

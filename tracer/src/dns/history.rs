@@ -168,7 +168,9 @@ impl DnsHistory {
                 ttl_expired: false,
             });
         }
-        let expires = latest.last_seen_ns + u64::from(latest.ttl) * 1_000_000_000;
+        let expires = latest
+            .last_seen_ns
+            .saturating_add(u64::from(latest.ttl) * 1_000_000_000);
         (latest.ttl > 0 && at_ns > expires).then(|| Staleness {
             name: name.to_owned(),
             old_answer: latest.addresses.iter().copied().collect(),

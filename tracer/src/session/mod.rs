@@ -228,7 +228,7 @@ impl Session {
             }
         }
         if now_ns >= self.next_audit_ns {
-            self.next_audit_ns = now_ns + AUDIT_EVERY.as_nanos() as u64;
+            self.next_audit_ns = now_ns.saturating_add(AUDIT_EVERY.as_nanos() as u64);
             let dropped = self
                 .pipeline
                 .table

@@ -391,3 +391,22 @@ fn a_503_of_an_unknown_process_is_never_attributed() {
     assert!(lab.http_503s().iter().all(|h| h.cause.is_none()));
     assert_eq!(lab.proxy_answered().len(), 1);
 }
+
+#[test]
+fn times_at_the_end_of_the_clock_settle_without_overflow() {
+    // Kernel records are untrusted input: a timestamp a second before the
+    // u64 clock wraps must not overflow the window arithmetic (found by the
+    // kernel_records fuzz target).
+    let end_ms = u64::MAX / MS - 100;
+    let mut lab = Lab::new(AnalysisConfig::default());
+    open(&mut lab, 0xa, FRONTEND, Role::Client, (P1, 11), P1_UP);
+    let down = p1_downstream(&mut lab, 1);
+    stale_failure(&mut lab, 0xa, FRONTEND, (P1, 11), P1_UP, end_ms);
+    status_503(&mut lab, (&down.0, &down.1), end_ms, 11);
+    lab.tick(u64::MAX);
+    assert_eq!(
+        lab.verdicts().len(),
+        1,
+        "the 503 is decided at the clock's end"
+    );
+}
