@@ -30,7 +30,7 @@ pub fn on_ingress(ctx: &SkBuffContext, family: u16, l4: usize, protocol: u8) {
     if protocol != IPPROTO_UDP && protocol != IPPROTO_TCP {
         return;
     }
-    let Ok(ports) = ctx.load::<[u8; 4]>(l4) else {
+    let Some(ports) = packet::read::<[u8; 4]>(ctx, l4) else {
         return;
     };
     if u16::from_be_bytes([ports[0], ports[1]]) != DNS_PORT {

@@ -1,5 +1,9 @@
 //! The IP and transport headers of a cgroup_skb packet, which starts at the
 //! IP header (IPv6 extension headers are not followed).
+//!
+//! Headers sit in the skb's linear part and are read in place (direct packet
+//! access, no helper call); payload on egress lives in page fragments, where
+//! `read` falls back to `bpf_skb_load_bytes`.
 
 use aya_ebpf::{bindings::bpf_sock, helpers::generated::bpf_sk_fullsock, programs::SkBuffContext};
 use tracer_common::tcp::{AF_INET, AF_INET6};
@@ -15,14 +19,14 @@ pub const TCP_RST: u8 = 0x04;
 /// (a `[::]` listener) carries IPv4 packets too.
 #[inline(always)]
 pub fn transport(ctx: &SkBuffContext) -> Option<(u16, usize, u8)> {
-    let version_ihl = ctx.load::<u8>(0).ok()?;
+    let version_ihl = read::<u8>(ctx, 0)?;
     match version_ihl >> 4 {
         4 => Some((
             AF_INET,
             (version_ihl & 0x0f) as usize * 4,
-            ctx.load::<u8>(9).ok()?,
+            read::<u8>(ctx, 9)?,
         )),
-        6 => Some((AF_INET6, 40, ctx.load::<u8>(6).ok()?)),
+        6 => Some((AF_INET6, 40, read::<u8>(ctx, 6)?)),
         _ => None,
     }
 }
@@ -30,8 +34,36 @@ pub fn transport(ctx: &SkBuffContext) -> Option<(u16, usize, u8)> {
 /// Offset of a TCP segment's payload, given its header's offset.
 #[inline(always)]
 pub fn tcp_payload(ctx: &SkBuffContext, l4: usize) -> Option<usize> {
-    let data_offset = ctx.load::<u8>(l4 + 12).ok()?;
+    let data_offset = read::<u8>(ctx, l4 + 12)?;
     Some(l4 + (data_offset >> 4) as usize * 4)
+}
+
+/// `T` at `offset` from the IP header: in place when the linear part holds
+/// it, else copied by `bpf_skb_load_bytes` (`None` past the packet's end).
+/// `offset` must be bounded (header arithmetic), for the verifier.
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &SkBuffContext, offset: usize) -> Option<T> {
+    // SAFETY: reading the context's `data`/`data_end` fields, rewritten by
+    // the verifier into the packet's bounds.
+    let (start, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    let at = start + offset;
+    // The size goes through memory so that LLVM cannot turn `at + 1 <= end`
+    // into `at < end`, a comparison from which the verifier learns no range.
+    let size = core::mem::size_of::<T>();
+    // SAFETY: reading a local.
+    let size = unsafe { core::ptr::read_volatile(&size) };
+    if at + size <= end {
+        // SAFETY: `at..at + size_of::<T>()` lies inside the linear part,
+        // checked against `data_end` just above.
+        Some(unsafe { (at as *const T).read_unaligned() })
+    } else {
+        ctx.load::<T>(offset).ok()
+    }
 }
 
 /// Source and destination addresses from the IP header, IPv4 in the first
@@ -41,11 +73,11 @@ pub fn addresses(ctx: &SkBuffContext, family: u16) -> Option<([u8; 16], [u8; 16]
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     if family == AF_INET {
-        src[..4].copy_from_slice(&ctx.load::<[u8; 4]>(12).ok()?);
-        dst[..4].copy_from_slice(&ctx.load::<[u8; 4]>(16).ok()?);
+        src[..4].copy_from_slice(&read::<[u8; 4]>(ctx, 12)?);
+        dst[..4].copy_from_slice(&read::<[u8; 4]>(ctx, 16)?);
     } else {
-        src = ctx.load::<[u8; 16]>(8).ok()?;
-        dst = ctx.load::<[u8; 16]>(24).ok()?;
+        src = read::<[u8; 16]>(ctx, 8)?;
+        dst = read::<[u8; 16]>(ctx, 24)?;
     }
     Some((src, dst))
 }

@@ -65,7 +65,7 @@ pub fn on_egress(ctx: &SkBuffContext, payload: usize, loaded: Option<&[u8; STATU
 /// A segment arriving for a socket: an h2c peer's GOAWAY or RST_STREAM.
 #[inline(always)]
 pub fn on_ingress(ctx: &SkBuffContext, payload: usize) {
-    let Ok(head) = ctx.load::<[u8; H2_FRAME_HEADER]>(payload) else {
+    let Some(head) = packet::read::<[u8; H2_FRAME_HEADER]>(ctx, payload) else {
         return;
     };
     if proto::h2_frame(&head).is_none() {

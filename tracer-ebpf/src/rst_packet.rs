@@ -37,7 +37,7 @@ fn traced_already(sport: u16, dport: u16, now: u64) -> bool {
 /// A TCP segment whose header is at `l4`.
 #[inline(always)]
 pub fn on_egress(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u16, l4: usize) {
-    let Ok(tcp_flags) = ctx.load::<u8>(l4 + 13) else {
+    let Some(tcp_flags) = packet::read::<u8>(ctx, l4 + 13) else {
         return;
     };
     // SAFETY: `sk` is a full socket from `bpf_sk_fullsock`.
@@ -47,7 +47,10 @@ pub fn on_egress(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u16, l4: usize)
     let Some((src, dst)) = packet::addresses(ctx, family) else {
         return;
     };
-    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
+    let (Some(sport), Some(dport)) = (
+        packet::read::<u16>(ctx, l4),
+        packet::read::<u16>(ctx, l4 + 2),
+    ) else {
         return;
     };
     let (sport, dport) = (u16::from_be(sport), u16::from_be(dport));

@@ -26,16 +26,19 @@ pub fn on_egress(ctx: &SkBuffContext) {
     let Some(payload) = packet::tcp_payload(ctx, l4) else {
         return;
     };
+    // Bare ACKs, SYNs and FINs (most packets of short connections) skip
+    // the payload checks.
+    let has_payload = ctx.len() as usize > payload;
     // The payload's first bytes, loaded once for both peeks (a segment
     // shorter than a status line gets its own, shorter load in `proto`).
-    let head = if features & (HTTP_PEEK | PROTOCOLS) != 0 {
-        ctx.load::<[u8; STATUS_LINE_PREFIX]>(payload).ok()
+    let head = if has_payload && features & (HTTP_PEEK | PROTOCOLS) != 0 {
+        packet::read::<[u8; STATUS_LINE_PREFIX]>(ctx, payload)
     } else {
         None
     };
     // Before packet activity: the h2 preface marks the socket before its
     // first segment would count as a request.
-    if features & PROTOCOLS != 0 {
+    if has_payload && features & PROTOCOLS != 0 {
         proto::on_egress(ctx, payload, head.as_ref());
     }
     if features & (PACKET_ACTIVITY | RST_PACKETS) != 0
@@ -70,7 +73,7 @@ pub fn on_ingress(ctx: &SkBuffContext) {
         {
             packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
         }
-        if features & PROTOCOLS != 0 {
+        if features & PROTOCOLS != 0 && ctx.len() as usize > payload {
             proto::on_ingress(ctx, payload);
         }
     }

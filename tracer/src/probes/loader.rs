@@ -435,9 +435,11 @@ fn attach_cgroup_skb(
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(|e: ProgramError| e.to_string())?;
-    program
-        .load()
-        .map_err(|e| format!("loading: {}", short(&chain(&e))))?;
+    program.load().map_err(|e| {
+        let log = chain(&e);
+        tracing::debug!("{name}: verifier log:\n{log}");
+        format!("loading: {}", short(&log))
+    })?;
     // A BPF link (5.7+) coexists with other programs on the cgroup; the
     // multi-attach flag is for the older prog-attach path and links reject it.
     program
@@ -446,13 +448,15 @@ fn attach_cgroup_skb(
     program.info().map(|i| i.id()).map_err(|e| e.to_string())
 }
 
-/// The head and tail of a long message (a verifier log), for a one-line warning.
+/// The head and tail of a long message (a verifier log), for a one-line
+/// warning: the tail keeps the rejected instruction and the reason, which
+/// precede the verifier's closing statistics (the whole log is at debug).
 fn short(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    if lines.len() <= 6 {
+    if lines.len() <= 8 {
         return text.to_owned();
     }
-    format!("{} ... {}", lines[0], lines[lines.len() - 4..].join(" | "))
+    format!("{} ... {}", lines[0], lines[lines.len() - 6..].join(" | "))
 }
 
 /// Before Linux 5.11 BPF memory counted against RLIMIT_MEMLOCK; since then it
@@ -468,5 +472,34 @@ fn raise_memlock_limit() {
             "could not raise RLIMIT_MEMLOCK ({}); fine on Linux 5.11+",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn a_shortened_verifier_log_keeps_the_reason() {
+        let mut log = vec!["0: R1=ctx() R10=fp0".to_owned()];
+        log.extend((1..40).map(|i| format!("{i}: (bf) r2 = r7")));
+        log.extend(
+            [
+                "90: (71) r1 = *(u8 *)(r1 +0)",
+                "invalid access to packet, off=0 size=1, R1(id=182,off=0,r=0)",
+                "R1 offset is outside of the packet",
+                "verification time 55949 usec",
+                "stack depth 208+0",
+                "processed 9413 insns (limit 1000000) max_states_per_insn 5",
+            ]
+            .map(str::to_owned),
+        );
+        let line = short(&log.join("\n"));
+        assert!(line.starts_with("0: R1=ctx() R10=fp0 ... "), "{line}");
+        assert!(
+            line.contains("R1 offset is outside of the packet"),
+            "{line}"
+        );
+        assert!(!line.contains("(bf) r2 = r7"), "{line}");
     }
 }
