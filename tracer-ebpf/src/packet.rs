@@ -38,6 +38,13 @@ pub fn tcp_payload(ctx: &SkBuffContext, l4: usize) -> Option<usize> {
     Some(l4 + (data_offset >> 4) as usize * 4)
 }
 
+/// Whether a TCP segment whose payload starts at `payload` carries any (not
+/// a bare ACK, SYN or FIN).
+#[inline(always)]
+pub fn has_payload(ctx: &SkBuffContext, payload: usize) -> bool {
+    ctx.len() as usize > payload
+}
+
 /// `T` at `offset` from the IP header: in place when the linear part holds
 /// it, else copied by `bpf_skb_load_bytes` (`None` past the packet's end).
 /// `offset` must be bounded (header arithmetic), for the verifier.

@@ -28,7 +28,7 @@ pub fn on_egress(ctx: &SkBuffContext) {
     };
     // Bare ACKs, SYNs and FINs (most packets of short connections) skip
     // the payload checks.
-    let has_payload = ctx.len() as usize > payload;
+    let has_payload = packet::has_payload(ctx, payload);
     // The payload's first bytes, loaded once for both peeks (a segment
     // shorter than a status line gets its own, shorter load in `proto`).
     let head = if has_payload && features & (HTTP_PEEK | PROTOCOLS) != 0 {
@@ -73,7 +73,7 @@ pub fn on_ingress(ctx: &SkBuffContext) {
         {
             packet_activity::on_segment(ctx, sk, payload, Direction::Ingress);
         }
-        if features & PROTOCOLS != 0 && ctx.len() as usize > payload {
+        if features & PROTOCOLS != 0 && packet::has_payload(ctx, payload) {
             proto::on_ingress(ctx, payload);
         }
     }

@@ -399,7 +399,7 @@ fn attach_btf(ebpf: &mut Ebpf, name: &str, event: &str, btf: &Btf) -> Result<u32
         .map_err(|e: ProgramError| e.to_string())?;
     program
         .load(event, btf)
-        .map_err(|e| format!("loading: {}", short(&chain(&e))))?;
+        .map_err(|e| load_failure(name, &e))?;
     program.attach().map_err(|e| chain(&e))?;
     program.info().map(|i| i.id()).map_err(|e| e.to_string())
 }
@@ -435,17 +435,21 @@ fn attach_cgroup_skb(
         .ok_or("program missing from the object")?
         .try_into()
         .map_err(|e: ProgramError| e.to_string())?;
-    program.load().map_err(|e| {
-        let log = chain(&e);
-        tracing::debug!("{name}: verifier log:\n{log}");
-        format!("loading: {}", short(&log))
-    })?;
+    program.load().map_err(|e| load_failure(name, &e))?;
     // A BPF link (5.7+) coexists with other programs on the cgroup; the
     // multi-attach flag is for the older prog-attach path and links reject it.
     program
         .attach(&cgroup, direction, CgroupAttachMode::Single)
         .map_err(|e| format!("attaching to {root}: {} (needs CAP_NET_ADMIN)", chain(&e)))?;
     program.info().map(|i| i.id()).map_err(|e| e.to_string())
+}
+
+/// A program the kernel refused, for a one-line warning; the whole verifier
+/// log goes to the debug log.
+fn load_failure(name: &str, error: &ProgramError) -> String {
+    let log = chain(error);
+    tracing::debug!("{name}: verifier log:\n{log}");
+    format!("loading: {}", short(&log))
 }
 
 /// The head and tail of a long message (a verifier log), for a one-line
